@@ -1,0 +1,230 @@
+"""The schema of marketing's YAML under ``config/``: one pydantic model per file.
+
+Field names are the YAML keys. Every model forbids unknown keys so a typo is an error with a
+line number, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from dateutil.relativedelta import relativedelta
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.functional_validators import BeforeValidator
+
+from tasks.config.durations import format_duration, parse_duration
+from tasks.rules.conditions import Condition, parse_condition
+from tasks.store.models import LostReason
+
+
+def _duration(value: Any) -> relativedelta:
+    if isinstance(value, relativedelta):
+        return value
+    return parse_duration(value)
+
+
+def _condition(value: Any) -> Condition:
+    if isinstance(value, str):
+        return parse_condition(value)
+    raise ValueError("expected a condition such as 'unanswered_emails >= 5'")
+
+
+Duration = Annotated[
+    relativedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*(\d+\s*(day|week|month|year)s?\s*)+$"}),
+]
+ConditionText = Annotated[
+    Condition,
+    BeforeValidator(_condition),
+    WithJsonSchema({"type": "string", "description": "e.g. unanswered_emails >= 5"}),
+]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+# --- pipeline.yaml ---------------------------------------------------------------------------
+
+
+class Stage(Strict):
+    name: Name
+    rot_after: Duration = Field(description="A deal in this stage with no progress for this long")
+
+
+class ExitEmail(Strict):
+    template: Name
+    not_for: list[LostReason] = Field(default_factory=list)
+
+
+class DeadDeals(Strict):
+    missed_meetings: int = Field(2, ge=1, description="Missed meetings that close a deal")
+    rot_reason: LostReason = LostReason.UNRESPONSIVE
+    missed_meetings_reason: LostReason = LostReason.UNRESPONSIVE
+    said_no_default_reason: LostReason = LostReason.OTHER
+    grace_period: Duration = Field(default_factory=lambda: relativedelta(days=7))
+    exit_email: ExitEmail
+
+
+class Pipeline(Strict):
+    stages: list[Stage] = Field(min_length=1)
+    dead_deals: DeadDeals
+    competitors: list[str] = Field(default_factory=list)
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, stages: list[Stage]) -> list[Stage]:
+        names = [s.name for s in stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage names must be unique, repeated: {', '.join(dupes)}")
+        return stages
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+
+# --- followups.yaml --------------------------------------------------------------------------
+
+
+class Reopen(Strict):
+    template: Name
+    cadence: Name
+
+
+class FollowUps(Strict):
+    default_delay: Duration
+    per_reason: dict[LostReason, Duration] = Field(default_factory=dict)
+    never_for: list[LostReason] = Field(default_factory=list)
+    holidays: list[dt.date] = Field(default_factory=list)
+    reopen: Reopen
+    whats_new: list[str] = Field(default_factory=list)
+
+    def delay_for(self, reason: LostReason | None) -> relativedelta:
+        return self.per_reason.get(reason, self.default_delay) if reason else self.default_delay
+
+
+# --- rules.yaml ------------------------------------------------------------------------------
+
+
+class Action(Strict):
+    """One prescribed action; exactly one key is set, as in ``- disqualify: unresponsive``."""
+
+    disqualify: LostReason | None = None
+    send: Name | None = None
+    follow_up: Duration | None = None
+    release_owner: bool | None = None
+    exit_cadences: bool | None = None
+    tag: Name | None = None
+    set_grade: Literal["A", "B", "C", "D"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_word(cls, value: Any) -> Any:
+        # `then: [release_owner]` reads better than `then: [{release_owner: true}]`.
+        if value in ("release_owner", "exit_cadences"):
+            return {value: True}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Action:
+        if len(self.model_fields_set) != 1:
+            raise ValueError(
+                "each action sets exactly one of: disqualify, send, follow_up, release_owner, "
+                "exit_cadences, tag, set_grade"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(iter(self.model_fields_set))
+
+
+class Rule(Strict):
+    name: Name
+    when: ConditionText
+    then: list[Action] = Field(min_length=1)
+    enabled: bool = True
+    description: str | None = None
+
+
+class Rules(Strict):
+    rules: list[Rule]
+
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, rules: list[Rule]) -> list[Rule]:
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique, repeated: {', '.join(dupes)}")
+        return rules
+
+
+# --- cadences.yaml ---------------------------------------------------------------------------
+
+
+class Step(Strict):
+    wait: Duration = Field(description="Time after the previous step (or after enrolment)")
+    template: Name
+
+
+class Cadence(Strict):
+    description: str | None = None
+    enrol: Literal["new_leads", "reopened", "manual"] = "manual"
+    steps: list[Step] = Field(min_length=1)
+
+
+class Cadences(Strict):
+    cadences: dict[Name, Cadence]
+
+
+# --- sending.yaml ----------------------------------------------------------------------------
+
+
+class Sending(Strict):
+    from_email: str
+    from_name: str
+    reply_to: str | None = None
+    postal_address: str = Field(min_length=5)
+    unsubscribe_url: str
+    send_hour_utc: int = Field(14, ge=0, le=23, description="Hour of day cadence emails are due")
+
+
+# --- owners.yaml -----------------------------------------------------------------------------
+
+
+class OwnerEntry(Strict):
+    name: str
+    email: str
+    region: str | None = None
+
+
+class Owners(Strict):
+    assignment: Literal["round_robin", "by_region"] = "round_robin"
+    owners: list[OwnerEntry] = Field(min_length=1)
+
+
+# --- the whole directory ---------------------------------------------------------------------
+
+# file name -> (model, key in NurtureConfig)
+FILES: dict[str, type[Strict]] = {
+    "pipeline.yaml": Pipeline,
+    "followups.yaml": FollowUps,
+    "rules.yaml": Rules,
+    "cadences.yaml": Cadences,
+    "sending.yaml": Sending,
+    "owners.yaml": Owners,
+}

@@ -1,0 +1,54 @@
+"""Recording automatic decisions: what, about whom, why, by which run, as of when; exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tasks.store.models import Decision, DecisionAction
+from tasks.store.upsert import insert_ignore
+
+
+@dataclass(frozen=True)
+class NewDecision:
+    dedupe_key: str
+    action: DecisionAction
+    rule: str
+    lead_id: int | None = None
+    opportunity_id: int | None = None
+    reason: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def record_decisions(
+    session: Session, decisions: list[NewDecision], *, run_id: int | None, as_of: dt.datetime
+) -> dict[str, int]:
+    """Insert the decisions not yet recorded; return {dedupe_key: decision id} of the new ones.
+
+    A decision whose key exists was already made (by this run or an earlier one) and is not
+    acted on again: callers act only on the keys returned.
+    """
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "dedupe_key": d.dedupe_key,
+            "run_id": run_id,
+            "as_of": as_of,
+            "action": d.action,
+            "rule": d.rule,
+            "lead_id": d.lead_id,
+            "opportunity_id": d.opportunity_id,
+            "reason": d.reason,
+            "facts": d.facts,
+            "created_at": now,
+        }
+        for d in decisions
+    ]
+    new_ids = insert_ignore(session, Decision, rows, ["dedupe_key"])
+    if not new_ids:
+        return {}
+    keys = session.query(Decision.dedupe_key, Decision.id).filter(Decision.id.in_(new_ids))
+    return dict(keys.all())  # type: ignore[arg-type]

@@ -1,0 +1,70 @@
+"""Engines and sessions for the store: a SQLite file by default, PostgreSQL when configured."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_URL = "sqlite:///nurture.db"
+
+
+def database_url() -> str:
+    return os.environ.get("NURTURE_DATABASE_URL", DEFAULT_URL)
+
+
+def _normalise_url(url: str) -> str:
+    # "postgresql://" would pick psycopg2, which we do not ship; psycopg 3 is the driver.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the single writer; busy_timeout makes a second writer wait
+    # instead of failing at once; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = _normalise_url(url or database_url())
+    if url.startswith("sqlite"):
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+@cache
+def engine_for(url: str) -> Engine:
+    return make_engine(url)
+
+
+def get_engine() -> Engine:
+    return engine_for(_normalise_url(database_url()))
+
+
+@contextmanager
+def session_scope(*, dry_run: bool = False, engine: Engine | None = None) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on error or when ``dry_run``."""
+    factory = sessionmaker(engine or get_engine(), expire_on_commit=False)
+    with factory() as session:
+        try:
+            yield session
+            if dry_run:
+                session.rollback()
+            else:
+                session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,451 @@
+"""The store's schema: every table Nurture reads or writes, typed, with the invariants as constraints.
+
+Timestamps are stored as naive UTC and returned as aware UTC (``UTCDateTime``) so SQLite and
+PostgreSQL behave identically. Closed vocabularies are Python enums stored as short strings.
+Nothing is ever deleted: rows change status and keep the reason and the run that changed them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database (same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store only takes aware datetimes")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as VARCHAR with the member values, no native PG enum: adding a value is then a
+    # config-level change rather than a type migration.
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class LeadStatus(enum.StrEnum):
+    NEW = "new"
+    WORKING = "working"
+    NURTURING = "nurturing"
+    QUALIFIED = "qualified"
+    CUSTOMER = "customer"
+    DISQUALIFIED = "disqualified"
+
+
+class OpportunityStatus(enum.StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class LostReason(enum.StrEnum):
+    NO_BUDGET = "no_budget"
+    BAD_TIMING = "bad_timing"
+    COMPETITOR = "competitor"
+    NO_AUTHORITY = "no_authority"
+    NO_NEED = "no_need"
+    UNRESPONSIVE = "unresponsive"
+    CONTACT_LEFT = "contact_left"
+    OUT_OF_BUSINESS = "out_of_business"
+    COMPETITOR_IMPLEMENTED = "competitor_implemented"
+    OTHER = "other"
+
+
+class ClosedBy(enum.StrEnum):
+    ENGINE = "engine"
+    PERSON = "person"
+
+
+class ActivityKind(enum.StrEnum):
+    REPLY = "reply"
+    AUTO_REPLY = "auto_reply"
+    MEETING_SCHEDULED = "meeting_scheduled"
+    MEETING_HELD = "meeting_held"
+    MEETING_MISSED = "meeting_missed"
+    CALL = "call"
+    SAID_NO = "said_no"
+    NAMED_FOLLOWUP = "named_followup"
+    STAGE_CHANGED = "stage_changed"
+    NOTE = "note"
+
+
+# Activities that count as the prospect or owner making real progress (owner_idle_days, rot).
+PROGRESS_KINDS: tuple[ActivityKind, ...] = (
+    ActivityKind.REPLY,
+    ActivityKind.MEETING_HELD,
+    ActivityKind.STAGE_CHANGED,
+)
+
+
+class ImportKind(enum.StrEnum):
+    LEAD = "lead"
+    OPPORTUNITY = "opportunity"
+    ACTIVITY = "activity"
+
+
+class ImportOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"
+    MERGED = "merged"
+    UPDATED = "updated"
+    REJECTED = "rejected"
+
+
+class EnrolmentStatus(enum.StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    EXITED = "exited"
+
+
+class EmailStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    # Kept in the outbox only: no SendGrid key configured (the embedded default).
+    RECORDED = "recorded"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    SKIPPED_LATE = "skipped_late"
+
+
+# Outbound emails that reached (or, in outbox-only mode, would have reached) the prospect.
+OUT_THE_DOOR: tuple[EmailStatus, ...] = (EmailStatus.SENT, EmailStatus.RECORDED)
+
+
+class Delivery(enum.StrEnum):
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    DROPPED = "dropped"
+
+
+class FollowUpStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    REOPENED = "reopened"
+    CANCELLED = "cancelled"
+
+
+class SuppressionReason(enum.StrEnum):
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    SPAM_REPORT = "spam_report"
+    INVALID = "invalid"
+    MANUAL = "manual"
+
+
+class DecisionAction(enum.StrEnum):
+    ACCEPT = "accept"
+    MERGE = "merge"
+    REJECT = "reject"
+    ASSIGN_OWNER = "assign_owner"
+    RELEASE_OWNER = "release_owner"
+    ENROL = "enrol"
+    EXIT_CADENCE = "exit_cadence"
+    DISQUALIFY = "disqualify"
+    SEND = "send"
+    CLOSE_LOST = "close_lost"
+    SCHEDULE_FOLLOW_UP = "schedule_follow_up"
+    CANCEL_FOLLOW_UP = "cancel_follow_up"
+    REOPEN = "reopen"
+    REENGAGE = "reengage"
+
+
+class RunKind(enum.StrEnum):
+    INGEST = "ingest"
+    DAILY = "daily"
+    IMPORT = "import"
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Run(Base):
+    """One execution of a flow: every decision and email points back at the run that made it."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[RunKind] = mapped_column(_enum(RunKind))
+    as_of: Mapped[dt.datetime]
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Owner(Base):
+    __tablename__ = "owners"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    region: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    # Case-folded address used for exact dedupe; unique among leads.
+    email_key: Mapped[str | None] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(300))
+    title: Mapped[str | None] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(2))
+    source: Mapped[str] = mapped_column(String(64), default="unknown")
+    grade: Mapped[str | None] = mapped_column(String(1))
+    score: Mapped[int] = mapped_column(default=0)
+    status: Mapped[LeadStatus] = mapped_column(_enum(LeadStatus), default=LeadStatus.NEW)
+    status_changed_at: Mapped[dt.datetime]
+    status_reason: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("owners.id"))
+    owner_assigned_at: Mapped[dt.datetime | None]
+    budget: Mapped[str | None] = mapped_column(String(32))
+    authority: Mapped[str | None] = mapped_column(String(32))
+    need: Mapped[str | None] = mapped_column(String(32))
+    timing: Mapped[str | None] = mapped_column(String(32))
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime]
+    created_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+
+    __table_args__ = (Index("ix_leads_status_owner", "status", "owner_id"),)
+
+
+class ImportRow(Base):
+    """Every input row we were given, with what became of it: nothing is lost."""
+
+    __tablename__ = "import_rows"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    kind: Mapped[ImportKind] = mapped_column(_enum(ImportKind))
+    file: Mapped[str] = mapped_column(String(500))
+    row_number: Mapped[int]
+    line_number: Mapped[int]
+    raw: Mapped[dict[str, Any]]
+    outcome: Mapped[ImportOutcome] = mapped_column(_enum(ImportOutcome))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    reasons: Mapped[list[str]] = mapped_column(default=list)
+
+
+class Opportunity(Base):
+    __tablename__ = "opportunities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("owners.id"))
+    name: Mapped[str] = mapped_column(String(300))
+    amount: Mapped[int | None]
+    stage: Mapped[str] = mapped_column(String(64))
+    stage_entered_at: Mapped[dt.datetime]
+    status: Mapped[OpportunityStatus] = mapped_column(
+        _enum(OpportunityStatus), default=OpportunityStatus.OPEN
+    )
+    created_at: Mapped[dt.datetime]
+    closed_at: Mapped[dt.datetime | None]
+    closed_by: Mapped[ClosedBy | None] = mapped_column(_enum(ClosedBy))
+    lost_reason: Mapped[LostReason | None] = mapped_column(_enum(LostReason))
+    competitor: Mapped[str | None] = mapped_column(String(100))
+    lost_notes: Mapped[str | None] = mapped_column(Text)
+    reopened_from_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"))
+    # The follow-up that opened this opportunity: unique, so one follow-up opens at most one.
+    followup_id: Mapped[int | None] = mapped_column(ForeignKey("followups.id"), unique=True)
+    cycle: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (Index("ix_opportunities_status_stage", "status", "stage"),)
+
+
+class Activity(Base):
+    __tablename__ = "activities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"), index=True)
+    kind: Mapped[ActivityKind] = mapped_column(_enum(ActivityKind))
+    occurred_at: Mapped[dt.datetime]
+    # For named_followup: the date the prospect asked to be contacted again.
+    followup_on: Mapped[dt.date | None] = mapped_column(Date)
+    # For said_no: the prospect's reason, from the lost-reason picklist.
+    reason: Mapped[LostReason | None] = mapped_column(_enum(LostReason))
+    competitor: Mapped[str | None] = mapped_column(String(100))
+    email_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_emails.id"))
+    notes: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_activities_lead_kind_time", "lead_id", "kind", "occurred_at"),)
+
+
+class CadenceEnrolment(Base):
+    __tablename__ = "cadence_enrolments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    cadence: Mapped[str] = mapped_column(String(64))
+    status: Mapped[EnrolmentStatus] = mapped_column(
+        _enum(EnrolmentStatus), default=EnrolmentStatus.ACTIVE
+    )
+    enrolled_at: Mapped[dt.datetime]
+    next_step: Mapped[int] = mapped_column(default=0)
+    next_due_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+    __table_args__ = (
+        # A lead is in a given cadence at most once at a time.
+        Index(
+            "uq_cadence_enrolments_active",
+            "lead_id",
+            "cadence",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_cadence_enrolments_due", "status", "next_due_at"),
+    )
+
+
+class OutboxEmail(Base):
+    """An email, written before any attempt to send it; ``dedupe_key`` makes sending exactly-once."""
+
+    __tablename__ = "outbox_emails"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"))
+    enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("cadence_enrolments.id"))
+    step: Mapped[int | None]
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"))
+    template: Mapped[str] = mapped_column(String(100))
+    to_email: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(500))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    status: Mapped[EmailStatus] = mapped_column(_enum(EmailStatus), default=EmailStatus.QUEUED)
+    delivery: Mapped[Delivery | None] = mapped_column(_enum(Delivery))
+    due_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime]
+    sent_at: Mapped[dt.datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+    __table_args__ = (
+        Index("ix_outbox_emails_status_due", "status", "due_at"),
+        Index("ix_outbox_emails_lead_sent", "lead_id", "sent_at"),
+    )
+
+
+class EmailEvent(Base):
+    __tablename__ = "email_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # SendGrid's own event id: an event delivered twice is stored once.
+    sg_event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    email_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_emails.id"), index=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    event: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[dt.datetime]
+    payload: Mapped[dict[str, Any]]
+
+
+class FollowUp(Base):
+    __tablename__ = "followups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    # The lost opportunity this follow-up comes back to (none for a disqualified lead).
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"))
+    # What made it: one follow-up per lost opportunity or per disqualifying decision.
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    due_on: Mapped[dt.date] = mapped_column(Date)
+    basis: Mapped[str] = mapped_column(String(32))
+    status: Mapped[FollowUpStatus] = mapped_column(
+        _enum(FollowUpStatus), default=FollowUpStatus.SCHEDULED
+    )
+    created_at: Mapped[dt.datetime]
+    resolved_at: Mapped[dt.datetime | None]
+    resolution: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+    __table_args__ = (Index("ix_followups_status_due", "status", "due_on"),)
+
+
+class Suppression(Base):
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[SuppressionReason] = mapped_column(_enum(SuppressionReason))
+    created_at: Mapped[dt.datetime]
+    source: Mapped[str | None] = mapped_column(String(64))
+
+
+class Decision(Base):
+    """Every automatic decision: what, about whom, why (rule and facts), by which run, as of when."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Makes the decision idempotent: the same decision for the same episode is recorded once.
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    as_of: Mapped[dt.datetime]
+    action: Mapped[DecisionAction] = mapped_column(_enum(DecisionAction))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"))
+    rule: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(100))
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime]
