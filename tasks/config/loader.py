@@ -169,6 +169,7 @@ def _problems(shown: str, data: Any, exc: ValidationError) -> list[Problem]:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = f"unknown key '{loc[-1]}'"
+            where = _dotted(loc[:-1])
         elif err["type"] == "missing":
             message = "is required but missing"
         out.append(Problem(shown, line_of(data, loc), f"{where}: {message}" if where else message))

@@ -180,6 +180,8 @@ class DecisionAction(enum.StrEnum):
     CANCEL_FOLLOW_UP = "cancel_follow_up"
     REOPEN = "reopen"
     REENGAGE = "reengage"
+    TAG = "tag"
+    SET_GRADE = "set_grade"
 
 
 class RunKind(enum.StrEnum):
@@ -253,6 +255,9 @@ class Lead(Base):
     timing: Mapped[str | None] = mapped_column(String(32))
     tags: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime]
+    # Start of the current engagement cycle (creation, or the last re-engagement): emails before
+    # it do not count as unanswered, and rules fire at most once per lead per cycle.
+    cycle_started_at: Mapped[dt.datetime | None]
     created_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
 
@@ -298,8 +303,12 @@ class Opportunity(Base):
     lost_notes: Mapped[str | None] = mapped_column(Text)
     reopened_from_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"))
     # The follow-up that opened this opportunity: unique, so one follow-up opens at most one.
-    followup_id: Mapped[int | None] = mapped_column(ForeignKey("followups.id"), unique=True)
+    followup_id: Mapped[int | None] = mapped_column(
+        ForeignKey("followups.id", use_alter=True), unique=True
+    )
     cycle: Mapped[int] = mapped_column(default=0)
+    # What a reopened opportunity carries from the lost one: reason, competitor, notes, cycles.
+    history: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (Index("ix_opportunities_status_stage", "status", "stage"),)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert
+from sqlalchemy import ColumnElement, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,17 +17,29 @@ from tasks.store.models import Base
 
 
 def insert_ignore(
-    session: Session, model: type[Base], rows: Sequence[dict[str, Any]], key: Sequence[str]
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    key: Sequence[str],
+    *,
+    where: ColumnElement[bool] | None = None,
 ) -> list[int]:
-    """Insert ``rows``, skipping any whose ``key`` already exists; return the new rows' ids."""
+    """Insert ``rows``, skipping any whose ``key`` already exists; return the new rows' ids.
+
+    ``where`` names the predicate of a partial unique index when ``key`` is one.
+    """
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
     stmt: Insert
     if dialect == "postgresql":
-        stmt = postgresql.insert(model).on_conflict_do_nothing(index_elements=list(key))
+        stmt = postgresql.insert(model).on_conflict_do_nothing(
+            index_elements=list(key), index_where=where
+        )
     elif dialect == "sqlite":
-        stmt = sqlite.insert(model).on_conflict_do_nothing(index_elements=list(key))
+        stmt = sqlite.insert(model).on_conflict_do_nothing(
+            index_elements=list(key), index_where=where
+        )
     else:  # pragma: no cover - only the two supported stores
         raise NotImplementedError(dialect)
     ids: list[int] = []

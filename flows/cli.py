@@ -1,0 +1,286 @@
+"""The ``nurture`` command line. Command names and options are a contract: scripts depend on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Nurture: lead nurture and re-engagement on Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+config_app = typer.Typer(help="Marketing's config under config/.", no_args_is_help=True)
+import_app = typer.Typer(help="Import leads and CRM exports (CSV or JSONL).", no_args_is_help=True)
+run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+app.add_typer(import_app, name="import")
+app.add_typer(run_app, name="run")
+
+out = Console()
+err = Console(stderr=True)
+
+Files = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)]
+AsOf = Annotated[
+    str | None, typer.Option("--as-of", help="YYYY-MM-DD (end of that day, UTC) or ISO datetime")
+]
+
+
+@app.callback()
+def main(
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            envvar="NURTURE_DATABASE_URL",
+            help="Store URL (default sqlite:///nurture.db)",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs")
+    ] = False,
+) -> None:
+    if database:
+        os.environ["NURTURE_DATABASE_URL"] = database
+    if not verbose:
+        # Prefect logs every task run at INFO; the CLI prints its own summary instead.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a flow, turning the errors people can fix into one clear line and a non-zero exit."""
+    from tasks.ingest.reader import IngestFileError
+
+    from tasks.config.loader import ConfigError
+    from tasks.store.schema import SchemaOutOfDate
+
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as exc:
+        err.print("[bold red]config is invalid; nothing was run:[/]", highlight=False)
+        for problem in exc.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(2) from None
+    except (IngestFileError, SchemaOutOfDate, ValueError) as exc:
+        _fail(f"{exc}; nothing was written" if isinstance(exc, IngestFileError) else str(exc))
+
+
+# -- db / config --------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply schema migrations to the store."""
+    from tasks.store.db import get_engine
+    from tasks.store.schema import current_revision, upgrade
+
+    upgrade(get_engine(), revision)
+    out.print(f"store at revision {current_revision()}")
+
+
+@config_app.command("validate")
+def config_validate(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
+    """Check every config file; print each problem with its file and line."""
+    from tasks.config.loader import ConfigError, config_dir, load_config
+
+    target = directory or config_dir()
+    try:
+        config = load_config(target)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        err.print(f"[bold red]{len(exc.problems)} problem(s)[/]")
+        raise typer.Exit(1) from None
+    out.print(
+        f"{target}: ok ({len(config.rules.rules)} rules, {len(config.cadences.cadences)} cadences, "
+        f"{len(config.pipeline.stages)} stages, {len(config.templates)} templates)"
+    )
+
+
+# -- imports ------------------------------------------------------------------------------------
+
+
+@import_app.command("leads")
+def import_leads(
+    files: Files,
+    outcomes: Annotated[
+        Path | None, typer.Option(help="Write row,outcome,lead_id,reasons here")
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="Force an encoding (default: detected)")
+    ] = None,
+    as_of: AsOf = None,
+) -> None:
+    """Import lead files: clean, dedupe, reject what has no reachable contact, assign, enrol."""
+    from flows.ingest import ingest
+
+    counts = _guarded(
+        ingest,
+        [str(f) for f in files],
+        as_of=as_of,
+        encoding=encoding,
+        outcomes=str(outcomes) if outcomes else None,
+    )
+    _print_counts("leads", counts)
+
+
+@import_app.command("opportunities")
+def import_opportunities(files: Files, as_of: AsOf = None) -> None:
+    """Import deals from a CRM export (lost deals must carry a reason)."""
+    from flows.ingest import import_crm
+
+    _print_counts(
+        "opportunities", _guarded(import_crm, "opportunities", [str(f) for f in files], as_of=as_of)
+    )
+
+
+@import_app.command("activities")
+def import_activities(files: Files, as_of: AsOf = None) -> None:
+    """Import activities: replies, meetings held or missed, a prospect's no or named date."""
+    from flows.ingest import import_crm
+
+    _print_counts(
+        "activities", _guarded(import_crm, "activities", [str(f) for f in files], as_of=as_of)
+    )
+
+
+def _print_counts(what: str, counts: dict[str, Any]) -> None:
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "run_id")
+    out.print(f"{what}: {shown} (run {counts.get('run_id')})")
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+@run_app.command("daily")
+def run_daily(
+    as_of: AsOf = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide, write and send nothing")
+    ] = False,
+) -> None:
+    """Rules, dead deals, follow-ups, cadence steps, sending and the report, as of a moment."""
+    from flows.daily import daily
+
+    counts = _guarded(daily, as_of=as_of, dry_run=dry_run)
+    out.print_json(json.dumps(_without_report(counts), default=str))
+
+
+@app.command("backfill")
+def backfill(
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write and send nothing")] = False,
+) -> None:
+    """Run the daily flow for each day from START to END, in order."""
+    from flows.daily import backfill as backfill_flow
+
+    results = _guarded(backfill_flow, start=start, end=end, dry_run=dry_run)
+    if dry_run:
+        out.print_json(json.dumps(_without_report(results[0]), default=str))
+    else:
+        out.print(f"backfill: {len(results)} day(s) run, {start} to {end}")
+
+
+def _without_report(counts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in counts.items() if k != "report"}
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+class ReportFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@app.command("report")
+def report(fmt: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.TABLE) -> None:
+    """Pipeline health: lost reasons, conversion by source, win and win-back rates, emails."""
+    from tasks.reports.render import render_summary
+    from tasks.reports.summary import pipeline_summary
+    from tasks.store.db import session_scope
+    from tasks.store.schema import ensure_schema
+
+    _guarded(ensure_schema)
+    with session_scope(dry_run=True) as session:
+        summary = pipeline_summary(session)
+    if fmt is ReportFormat.JSON:
+        out.print_json(json.dumps(summary, default=str))
+    else:
+        render_summary(summary, out)
+
+
+class ExportWhat(StrEnum):
+    LEADS = "leads"
+    OPPORTUNITIES = "opportunities"
+    EMAILS = "emails"
+    DECISIONS = "decisions"
+    FOLLOWUPS = "followups"
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+@app.command("export")
+def export(
+    what: ExportWhat,
+    fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.CSV,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout)")
+    ] = None,
+) -> None:
+    """Write a table of the store as CSV or JSON lines."""
+    from tasks.export import export as export_rows
+
+    from tasks.store.db import session_scope
+    from tasks.store.schema import ensure_schema
+
+    _guarded(ensure_schema)
+    with session_scope(dry_run=True) as session:
+        if output:
+            with output.open("w", encoding="utf-8", newline="") as handle:
+                n = export_rows(session, what.value, handle, fmt.value)
+            err.print(f"{n} {what.value} written to {output}")
+        else:
+            export_rows(session, what.value, sys.stdout, fmt.value)
+
+
+@app.command("demo")
+def demo(
+    leads: Annotated[int, typer.Option(help="People in the synthetic book")] = 1500,
+    days: Annotated[int, typer.Option(help="Simulated days of daily runs")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic book")] = 7,
+    database: Annotated[
+        str, typer.Option(help="Demo store (recreated)")
+    ] = "sqlite:///nurture-demo.db",
+    workdir: Annotated[Path, typer.Option(help="Where the generated input files go")] = Path(
+        ".nurture/demo"
+    ),
+) -> None:
+    """Generate a realistic book, import it and run ~120 simulated days on the embedded store."""
+    from flows.demo import run_demo
+
+    _guarded(
+        run_demo, leads=leads, days=days, seed=seed, database=database, workdir=workdir, console=out
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

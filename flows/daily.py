@@ -1,0 +1,76 @@
+"""The daily run: rules, dead deals, follow-ups, cadences, sending, report; and backfills."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.timing import days, resolve_as_of
+from tasks.stages import (
+    STAGES,
+    current_config,
+    dry_run_all,
+    report,
+    run_stage,
+    send_emails,
+    start_daily_run,
+)
+from tasks.store.schema import ensure_schema
+
+
+def run_day(as_of: dt.datetime) -> dict[str, Any]:
+    """One day's stages, in order, as tasks of the calling flow run."""
+    run_id = start_daily_run(as_of)
+    counts: dict[str, Any] = {"as_of": as_of.isoformat(), "run_id": run_id}
+    for stage in STAGES:
+        counts[stage] = run_stage(stage, as_of, run_id)
+    counts["sending"] = send_emails(as_of)
+    counts["report"] = report(as_of, run_id, {k: v for k, v in counts.items() if k != "report"})
+    return counts
+
+
+def _publish(key: str, counts: dict[str, Any]) -> None:
+    lines = [f"# Nurture {key}", "", "| stage | counts |", "| --- | --- |"]
+    for stage, value in counts.items():
+        if stage != "report":
+            lines.append(f"| {stage} | `{value}` |")
+    create_markdown_artifact(
+        key=key, markdown="\n".join(lines), description="Counts, no personal data"
+    )
+
+
+@flow(name="daily", log_prints=False)
+def daily(as_of: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Run every daily stage as of ``as_of`` (YYYY-MM-DD or ISO datetime; default now)."""
+    moment = resolve_as_of(as_of)
+    current_config()  # nothing runs on an invalid config
+    ensure_schema()
+    if dry_run:
+        return dry_run_all([moment])
+    counts = run_day(moment)
+    get_run_logger().info(
+        "daily as of %s: %s", moment.isoformat(), {k: v for k, v in counts.items() if k != "report"}
+    )
+    _publish("nurture-daily", counts)
+    return counts
+
+
+@flow(name="backfill", log_prints=False)
+def backfill(start: str, end: str, dry_run: bool = True) -> list[dict[str, Any]]:
+    """The daily run for each day from ``start`` to ``end`` (YYYY-MM-DD), in order.
+
+    Days already run change nothing (every decision, email and follow-up has a unique key).
+    A dry run applies every day in one transaction that is rolled back.
+    """
+    span = days(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+    current_config()
+    ensure_schema()
+    moments = [resolve_as_of(day) for day in span]
+    if dry_run:
+        return [dry_run_all(moments)]
+    results = [run_day(moment) for moment in moments]
+    _publish("nurture-backfill", {"days": len(results), "last": results[-1]["as_of"]})
+    return results

@@ -1,0 +1,91 @@
+"""Cadence enrolments: who is in which sequence, which step is next, and when it falls due."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from tasks.config.models import Cadence, Sending
+from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
+from tasks.store.upsert import insert_ignore
+
+
+def at_send_hour(moment: dt.datetime, sending: Sending) -> dt.datetime:
+    """The configured send hour on the moment's day, or the next day's if it has passed."""
+    slot = moment.replace(hour=sending.send_hour_utc, minute=0, second=0, microsecond=0)
+    return slot if slot >= moment else slot + dt.timedelta(days=1)
+
+
+def first_due(start: dt.datetime, cadence: Cadence, sending: Sending) -> dt.datetime:
+    return at_send_hour(start + cadence.steps[0].wait, sending)
+
+
+def enrol(
+    session: Session,
+    starts: dict[int, dt.datetime],
+    cadence_name: str,
+    cadence: Cadence,
+    sending: Sending,
+    *,
+    run_id: int | None,
+) -> list[int]:
+    """Enrol each lead from its start moment; a lead already active in the cadence is skipped."""
+    rows = [
+        {
+            "lead_id": lead_id,
+            "cadence": cadence_name,
+            "status": EnrolmentStatus.ACTIVE,
+            "enrolled_at": start,
+            "next_step": 0,
+            "next_due_at": first_due(start, cadence, sending),
+            "run_id": run_id,
+        }
+        for lead_id, start in sorted(starts.items())
+    ]
+    # The partial unique index (one active enrolment per lead and cadence) is the guard.
+    ids = insert_ignore(
+        session,
+        CadenceEnrolment,
+        rows,
+        ["lead_id", "cadence"],
+        where=text("status = 'active'"),
+    )
+    if ids:
+        session.execute(
+            update(Lead)
+            .where(Lead.id.in_(starts), Lead.status == LeadStatus.NEW)
+            .values(status=LeadStatus.NURTURING)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def exit_enrolments(
+    session: Session, lead_ids: Iterable[int], reason: str, as_of: dt.datetime
+) -> int:
+    ids = list(lead_ids)
+    if not ids:
+        return 0
+    result = session.execute(
+        update(CadenceEnrolment)
+        .where(
+            CadenceEnrolment.lead_id.in_(ids),
+            CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+        )
+        .values(status=EnrolmentStatus.EXITED, ended_at=as_of, end_reason=reason, next_due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+def active_lead_ids(session: Session, lead_ids: Iterable[int]) -> set[int]:
+    ids = list(lead_ids)
+    rows = session.execute(
+        select(CadenceEnrolment.lead_id).where(
+            CadenceEnrolment.lead_id.in_(ids), CadenceEnrolment.status == EnrolmentStatus.ACTIVE
+        )
+    )
+    return set(rows.scalars())

@@ -1,0 +1,140 @@
+"""Advance cadence enrolments whose next step is due: queue the step's email, schedule the next.
+
+Exits come first: a lead who replied, was disqualified, became a customer, bounced or
+unsubscribed leaves every cadence before anything more is queued for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from tasks.cadences.enrolment import at_send_hour, exit_enrolments
+from tasks.config.loader import NurtureConfig
+from tasks.email.outbox import QueuedEmail, enqueue_emails
+from tasks.store.models import (
+    Activity,
+    ActivityKind,
+    CadenceEnrolment,
+    Delivery,
+    EnrolmentStatus,
+    Lead,
+    LeadStatus,
+    OutboxEmail,
+    Suppression,
+)
+
+BATCH = 5_000
+
+
+@dataclass
+class StepSummary:
+    queued: int = 0
+    completed: int = 0
+    exited: dict[str, int] = field(default_factory=dict)
+
+
+def exit_finished_leads(session: Session, as_of: dt.datetime) -> dict[str, int]:
+    """End the active enrolments of leads who should hear no more from a cadence."""
+    active = select(CadenceEnrolment.lead_id).where(
+        CadenceEnrolment.status == EnrolmentStatus.ACTIVE
+    )
+    replied = select(Activity.lead_id).where(
+        Activity.lead_id.in_(active),
+        Activity.kind == ActivityKind.REPLY,
+        Activity.occurred_at <= as_of,
+        Activity.occurred_at
+        >= select(CadenceEnrolment.enrolled_at)
+        .where(
+            CadenceEnrolment.lead_id == Activity.lead_id,
+            CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+        )
+        .order_by(CadenceEnrolment.enrolled_at)
+        .limit(1)
+        .scalar_subquery(),
+    )
+    closed = select(Lead.id).where(
+        Lead.id.in_(active),
+        Lead.status.in_([LeadStatus.DISQUALIFIED, LeadStatus.CUSTOMER]),
+    )
+    bounced = select(OutboxEmail.lead_id).where(
+        OutboxEmail.lead_id.in_(active), OutboxEmail.delivery == Delivery.BOUNCED
+    )
+    suppressed = select(Lead.id).where(
+        Lead.id.in_(active),
+        exists().where(Suppression.email_key == Lead.email_key),
+    )
+    counts: dict[str, int] = {}
+    for reason, query in (
+        ("replied", replied),
+        ("disqualified_or_customer", closed),
+        ("bounced", bounced),
+        ("suppressed", suppressed),
+    ):
+        lead_ids = set(session.execute(query).scalars())
+        if n := exit_enrolments(session, lead_ids, reason, as_of):
+            counts[reason] = n
+    return counts
+
+
+def send_due_steps(
+    session: Session, config: NurtureConfig, as_of: dt.datetime, *, run_id: int | None
+) -> StepSummary:
+    summary = StepSummary(exited=exit_finished_leads(session, as_of))
+    due = session.execute(
+        select(CadenceEnrolment)
+        .join(Lead, Lead.id == CadenceEnrolment.lead_id)
+        .where(
+            CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+            CadenceEnrolment.next_due_at <= as_of,
+            Lead.created_at <= as_of,
+        )
+        .order_by(CadenceEnrolment.id)
+    ).scalars()
+    emails: list[QueuedEmail] = []
+    for enrolment in due:
+        cadence = config.cadences.cadences.get(enrolment.cadence)
+        if cadence is None or enrolment.next_step >= len(cadence.steps):
+            enrolment.status = EnrolmentStatus.COMPLETED
+            enrolment.ended_at = as_of
+            enrolment.end_reason = "cadence removed" if cadence is None else "finished"
+            continue
+        step = cadence.steps[enrolment.next_step]
+        assert enrolment.next_due_at is not None
+        emails.append(
+            QueuedEmail(
+                dedupe_key=f"cadence:{enrolment.id}:{enrolment.next_step}",
+                lead_id=enrolment.lead_id,
+                template=step.template,
+                context={"cadence": enrolment.cadence, "step": enrolment.next_step + 1},
+                due_at=enrolment.next_due_at,
+                enrolment_id=enrolment.id,
+                step=enrolment.next_step,
+            )
+        )
+        enrolment.next_step += 1
+        if enrolment.next_step >= len(cadence.steps):
+            enrolment.status = EnrolmentStatus.COMPLETED
+            enrolment.ended_at = as_of
+            enrolment.end_reason = "finished"
+            enrolment.next_due_at = None
+            summary.completed += 1
+        else:
+            # Catch-up policy: a paused or late run sends one step, then the next step waits
+            # its full interval from now, never a burst of past-due emails.
+            base = max(
+                enrolment.next_due_at, at_send_hour(as_of, config.sending) - dt.timedelta(days=1)
+            )
+            wait = cadence.steps[enrolment.next_step].wait
+            enrolment.next_due_at = at_send_hour(base + wait, config.sending)
+        if len(emails) >= BATCH:
+            summary.queued += len(
+                enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of)
+            )
+            emails = []
+    summary.queued += len(enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of))
+    session.flush()
+    return summary

@@ -1,0 +1,30 @@
+"""Leads who answered: a real reply (never an auto-reply) moves a lead to working."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import exists, func, update
+from sqlalchemy.orm import Session
+
+from tasks.store.models import Activity, ActivityKind, Lead, LeadStatus
+
+
+def mark_engaged(session: Session, as_of: dt.datetime) -> int:
+    replied = exists().where(
+        Activity.lead_id == Lead.id,
+        Activity.kind == ActivityKind.REPLY,
+        Activity.occurred_at <= as_of,
+        Activity.occurred_at >= func.coalesce(Lead.cycle_started_at, Lead.created_at),
+    )
+    result = session.execute(
+        update(Lead)
+        .where(
+            Lead.status.in_([LeadStatus.NEW, LeadStatus.NURTURING]),
+            Lead.created_at <= as_of,
+            replied,
+        )
+        .values(status=LeadStatus.WORKING, status_changed_at=as_of, status_reason="replied")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

@@ -1,0 +1,67 @@
+"""Prefect tasks for imports: one task per file set, one transaction; the whole import or nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from sqlalchemy import select
+
+from tasks.cadences.enrolment import enrol
+from tasks.ingest.crm import import_activities, import_opportunities
+from tasks.ingest.leads import import_leads, write_outcomes_csv
+from tasks.owners import assign_owners, sync_owners
+from tasks.runs import finish_run, start_run
+from tasks.stages import STAGE, current_config
+from tasks.store.db import session_scope
+from tasks.store.models import Lead, RunKind
+
+
+@task(name="import-leads", **STAGE)
+def import_leads_task(
+    files: list[str], as_of: dt.datetime, encoding: str | None, outcomes: str | None
+) -> dict[str, Any]:
+    """Import, dedupe, assign an owner and enrol new leads in the new-lead cadences."""
+    config = current_config()
+    with session_scope() as session:
+        run = start_run(session, RunKind.INGEST, as_of)
+        result = import_leads(
+            session, [Path(f) for f in files], run_id=run.id, as_of=as_of, encoding=encoding
+        )
+        sync_owners(session, config.owners)
+        new_ids = list(result.new_lead_ids)
+        assign_owners(session, new_ids, as_of=as_of, run_id=run.id)
+        created = dict(
+            session.execute(select(Lead.id, Lead.created_at).where(Lead.id.in_(new_ids))).all()
+        )
+        # A lead starts its cadences on its creation date, never before the import itself.
+        starts = {lead: max(at, as_of) for lead, at in created.items()}
+        enrolled = 0
+        for name, cadence in config.cadences.cadences.items():
+            if cadence.enrol == "new_leads":
+                enrolled += len(
+                    enrol(session, starts, name, cadence, config.sending, run_id=run.id)
+                )
+        counts = {**result.counts, "enrolled": enrolled, "run_id": run.id}
+        finish_run(session, run, counts)
+    if outcomes:
+        write_outcomes_csv(Path(outcomes), result.outcomes)
+    return counts
+
+
+@task(name="import-crm", **STAGE)
+def import_crm_task(kind: str, files: list[str], as_of: dt.datetime) -> dict[str, Any]:
+    config = current_config()
+    with session_scope() as session:
+        run = start_run(session, RunKind.IMPORT, as_of)
+        paths = [Path(f) for f in files]
+        if kind == "opportunities":
+            stages = [s.name for s in config.pipeline.stages]
+            result = import_opportunities(session, paths, run_id=run.id, as_of=as_of, stages=stages)
+        else:
+            result = import_activities(session, paths, run_id=run.id, as_of=as_of)
+        counts = {**result.counts, "run_id": run.id}
+        finish_run(session, run, counts)
+    return counts

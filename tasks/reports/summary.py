@@ -1,0 +1,129 @@
+"""The pipeline's health in numbers, straight from the store: what sales managers read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from tasks.store.models import (
+    ClosedBy,
+    Decision,
+    DecisionAction,
+    FollowUp,
+    ImportKind,
+    ImportRow,
+    Lead,
+    Opportunity,
+    OpportunityStatus,
+    OutboxEmail,
+)
+
+
+def _counts(rows: Iterable[Any]) -> dict[str, int]:
+    return {str(getattr(k, "value", k)): int(n) for k, n in rows if k is not None}
+
+
+def pipeline_summary(session: Session) -> dict[str, Any]:
+    q = session.execute
+    imports = _counts(
+        q(
+            select(ImportRow.outcome, func.count())
+            .where(ImportRow.kind == ImportKind.LEAD)
+            .group_by(ImportRow.outcome)
+        ).all()
+    )
+    leads_by_status = _counts(
+        q(
+            select(Lead.status, func.count())
+            .where(Lead.merged_into_id.is_(None))
+            .group_by(Lead.status)
+        ).all()
+    )
+    disqualified_by_reason = _counts(
+        q(
+            select(Decision.reason, func.count())
+            .where(Decision.action == DecisionAction.DISQUALIFY)
+            .group_by(Decision.reason)
+        ).all()
+    )
+    released = q(
+        select(func.count()).where(Decision.action == DecisionAction.RELEASE_OWNER)
+    ).scalar_one()
+    deals = _counts(q(select(Opportunity.status, func.count()).group_by(Opportunity.status)).all())
+    lost_by = {
+        by.value: _counts(
+            q(
+                select(Opportunity.lost_reason, func.count())
+                .where(Opportunity.status == OpportunityStatus.LOST, Opportunity.closed_by == by)
+                .group_by(Opportunity.lost_reason)
+            ).all()
+        )
+        for by in ClosedBy
+    }
+    competitors = _counts(
+        q(
+            select(Opportunity.competitor, func.count())
+            .where(
+                Opportunity.status == OpportunityStatus.LOST, Opportunity.competitor.is_not(None)
+            )
+            .group_by(Opportunity.competitor)
+        ).all()
+    )
+    followups = _counts(q(select(FollowUp.status, func.count()).group_by(FollowUp.status)).all())
+    followup_basis = _counts(q(select(FollowUp.basis, func.count()).group_by(FollowUp.basis)).all())
+    followup_results = _counts(
+        q(select(FollowUp.resolution, func.count()).group_by(FollowUp.resolution)).all()
+    )
+    reopened = q(
+        select(Opportunity.status, func.count())
+        .where(Opportunity.reopened_from_id.is_not(None))
+        .group_by(Opportunity.status)
+    ).all()
+    reopened_counts = _counts(reopened)
+    emails = _counts(q(select(OutboxEmail.status, func.count()).group_by(OutboxEmail.status)).all())
+    templates = _counts(
+        q(select(OutboxEmail.template, func.count()).group_by(OutboxEmail.template)).all()
+    )
+    won = deals.get("won", 0)
+    lost = deals.get("lost", 0)
+    by_source = [
+        {"source": source, "leads": int(n), "won": int(w or 0)}
+        for source, n, w in q(
+            select(
+                Lead.source,
+                func.count(func.distinct(Lead.id)),
+                func.count(
+                    func.distinct(case((Opportunity.status == OpportunityStatus.WON, Lead.id)))
+                ),
+            )
+            .outerjoin(Opportunity, Opportunity.lead_id == Lead.id)
+            .where(Lead.merged_into_id.is_(None))
+            .group_by(Lead.source)
+            .order_by(Lead.source)
+        ).all()
+    ]
+    return {
+        "imports": imports,
+        "leads_by_status": leads_by_status,
+        "disqualified_by_reason": disqualified_by_reason,
+        "owners_released": int(released),
+        "deals": deals,
+        "lost_by_reason": lost_by,
+        "lost_to_competitors": competitors,
+        "win_rate": round(won / (won + lost), 3) if won + lost else None,
+        "followups": followups,
+        "followup_results": followup_results,
+        "followups_by_basis": followup_basis,
+        "reopened_opportunities": reopened_counts,
+        "win_back_rate": (
+            round(reopened_counts.get("won", 0) / sum(reopened_counts.values()), 3)
+            if reopened_counts
+            else None
+        ),
+        "emails_by_status": emails,
+        "emails_by_template": templates,
+        "conversion_by_source": by_source,
+    }

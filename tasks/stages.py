@@ -1,0 +1,141 @@
+"""Prefect tasks for the daily run: each stage is one task over the whole batch, set-based.
+
+Tasks open their own session (never passed one), run a plain function and commit; they carry
+ids and counts only, never personal data, and persist no results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from tasks.cadences.steps import send_due_steps
+from tasks.config.loader import NurtureConfig, config_dir, load_config
+from tasks.deals.close import close_dead_deals
+from tasks.deals.followups import schedule_for_lost_deals
+from tasks.deals.reopen import reopen_due_followups
+from tasks.email.senders import sender_from_env
+from tasks.email.sending import send_due_emails
+from tasks.engagement import mark_engaged
+from tasks.reports.summary import pipeline_summary
+from tasks.rules.engine import apply_rules
+from tasks.runs import finish_run, start_run
+from tasks.store.db import get_engine, session_scope
+from tasks.store.models import EmailStatus, OutboxEmail, Run, RunKind
+
+STAGE = {"cache_policy": NONE, "persist_result": False}
+
+
+@cache
+def _config(directory: str) -> NurtureConfig:
+    return load_config(Path(directory))
+
+
+def current_config() -> NurtureConfig:
+    """The validated config (once per process): an invalid config raises before any stage."""
+    return _config(str(config_dir().resolve()))
+
+
+def stage_rules(
+    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+) -> dict[str, Any]:
+    engaged = mark_engaged(session, as_of)
+    return {"engaged": engaged, **asdict(apply_rules(session, config, as_of, run_id=run_id))}
+
+
+def stage_close(
+    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+) -> dict[str, Any]:
+    summary = asdict(close_dead_deals(session, config, as_of, run_id=run_id))
+    summary["followups_scheduled"] = schedule_for_lost_deals(
+        session, config.followups, as_of, run_id=run_id
+    )
+    return summary
+
+
+def stage_reopen(
+    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+) -> dict[str, Any]:
+    return asdict(reopen_due_followups(session, config, as_of, run_id=run_id))
+
+
+def stage_cadences(
+    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+) -> dict[str, Any]:
+    return asdict(send_due_steps(session, config, as_of, run_id=run_id))
+
+
+STAGES = {
+    "disqualification_rules": stage_rules,
+    "close_dead_deals": stage_close,
+    "reopen_due_followups": stage_reopen,
+    "cadence_steps": stage_cadences,
+}
+
+
+@task(name="start-run", **STAGE)
+def start_daily_run(as_of: dt.datetime) -> int:
+    with session_scope() as session:
+        return start_run(session, RunKind.DAILY, as_of).id
+
+
+@task(name="stage", task_run_name="{stage}", **STAGE)
+def run_stage(stage: str, as_of: dt.datetime, run_id: int) -> dict[str, Any]:
+    config = current_config()
+    with session_scope() as session:
+        return STAGES[stage](session, config, as_of, run_id)
+
+
+@task(name="send-due-emails", **STAGE)
+def send_emails(as_of: dt.datetime) -> dict[str, Any]:
+    return asdict(send_due_emails(get_engine(), sender_from_env(), as_of=as_of))
+
+
+@task(name="report", **STAGE)
+def report(as_of: dt.datetime, run_id: int | None, counts: dict[str, Any]) -> dict[str, Any]:
+    with session_scope() as session:
+        summary = pipeline_summary(session)
+        if run_id is not None:
+            run = session.get(Run, run_id)
+            assert run is not None
+            finish_run(session, run, counts)
+    return summary
+
+
+def simulate_sending(session: Session, as_of: dt.datetime) -> int:
+    """Inside a dry run only: treat due emails as handed over, so later days see them."""
+    result = session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.status == EmailStatus.QUEUED, OutboxEmail.due_at <= as_of)
+        .values(status=EmailStatus.RECORDED, sent_at=as_of)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+@task(name="dry-run", **STAGE)
+def dry_run_all(moments: list[dt.datetime]) -> dict[str, Any]:
+    """Every stage of every day in one transaction that is rolled back: nothing is written.
+
+    Emails queued in the dry run are counted as queued; nothing is handed to a sender.
+    """
+    config = current_config()
+    counts: dict[str, Any] = {"dry_run": True, "days": []}
+    with session_scope(dry_run=True) as session:
+        for as_of in moments:
+            run = start_run(session, RunKind.DAILY, as_of)
+            day: dict[str, Any] = {"as_of": as_of.isoformat()}
+            for name, stage in STAGES.items():
+                day[name] = stage(session, config, as_of, run.id)
+            day["would_send"] = simulate_sending(session, as_of)
+            counts["days"].append(day)
+        counts["report"] = pipeline_summary(session)
+    return counts

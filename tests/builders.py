@@ -1,0 +1,134 @@
+"""Small builders for store rows in tests: real rows in the real store, no mocks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+from sqlalchemy.orm import Session
+
+from tasks.store.models import (
+    Activity,
+    ActivityKind,
+    Delivery,
+    EmailStatus,
+    Lead,
+    LeadStatus,
+    LostReason,
+    Opportunity,
+    OpportunityStatus,
+    OutboxEmail,
+    Owner,
+)
+
+_seq = itertools.count(1)
+
+
+def owner(session: Session, name: str = "Ava", region: str | None = None) -> Owner:
+    n = next(_seq)
+    row = Owner(name=name, email=f"{name.lower()}{n}@nurture.example", region=region, active=True)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def lead(
+    session: Session,
+    created: dt.datetime,
+    *,
+    status: LeadStatus = LeadStatus.NURTURING,
+    owner_id: int | None = None,
+    **fields: object,
+) -> Lead:
+    n = next(_seq)
+    email = str(fields.pop("email", f"person{n}@company{n}.example"))
+    row = Lead(
+        email=email,
+        email_key=email.casefold(),
+        first_name=str(fields.pop("first_name", "Pat")),
+        last_name="Doe",
+        status=status,
+        status_changed_at=created,
+        created_at=created,
+        owner_id=owner_id,
+        owner_assigned_at=created if owner_id else None,
+        source="webinar",
+        tags=[],
+        **fields,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def sent_email(
+    session: Session,
+    lead_id: int,
+    at: dt.datetime,
+    *,
+    delivery: Delivery | None = None,
+    status: EmailStatus = EmailStatus.RECORDED,
+) -> OutboxEmail:
+    n = next(_seq)
+    row = OutboxEmail(
+        dedupe_key=f"test:{n}",
+        lead_id=lead_id,
+        template="welcome",
+        to_email="x@example.org",
+        subject="s",
+        body_text="t",
+        body_html="h",
+        status=status,
+        delivery=delivery,
+        due_at=at,
+        created_at=at,
+        sent_at=at if status in (EmailStatus.SENT, EmailStatus.RECORDED) else None,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def activity(
+    session: Session,
+    lead_id: int,
+    kind: ActivityKind,
+    at: dt.datetime,
+    *,
+    opportunity_id: int | None = None,
+    **fields: object,
+) -> Activity:
+    row = Activity(lead_id=lead_id, kind=kind, occurred_at=at, opportunity_id=opportunity_id, **fields)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def deal(
+    session: Session,
+    lead_id: int,
+    stage: str,
+    entered: dt.datetime,
+    *,
+    status: OpportunityStatus = OpportunityStatus.OPEN,
+    lost_reason: LostReason | None = None,
+    closed_at: dt.datetime | None = None,
+) -> Opportunity:
+    row = Opportunity(
+        lead_id=lead_id,
+        name=f"Deal {lead_id}",
+        stage=stage,
+        stage_entered_at=entered,
+        created_at=entered,
+        status=status,
+        lost_reason=lost_reason,
+        closed_at=closed_at,
+        history={},
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def days(n: float) -> dt.timedelta:
+    return dt.timedelta(days=n)

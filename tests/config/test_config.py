@@ -1,0 +1,85 @@
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.config.loader import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cfg_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(REPO / "config", target)
+    return target
+
+
+def problems(directory: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(directory)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_shipped_config_is_valid_and_says_what_the_seeds_say() -> None:
+    config = load_config(REPO / "config")
+    first = config.rules.rules[0]
+    assert first.name == "five_unanswered_emails"
+    assert [a.kind for a in first.then] == ["disqualify", "send", "follow_up"]
+    assert config.followups.default_delay.days == 60
+    assert config.followups.delay_for(None).days == 60
+    assert {s.name for s in config.pipeline.stages} >= {"discovery", "negotiation"}
+    assert "breakup" in config.templates
+
+
+def test_errors_name_file_line_and_expectation(cfg_dir: Path) -> None:
+    rules = cfg_dir / "rules.yaml"
+    text = rules.read_text().replace("unanswered_emails >= 5", "unanswerd_emails >= 5")
+    rules.write_text(text)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "unanswerd_emails" in l)
+    pipeline = cfg_dir / "pipeline.yaml"
+    pipeline.write_text(pipeline.read_text().replace("rot_after: 21 days", "rot_after: tomorrow"))
+    found = problems(cfg_dir)
+    assert any(
+        p.endswith(f"rules.yaml, line {line}: rules[0].when: unknown fact 'unanswerd_emails'; "
+                   "did you mean 'unanswered_emails'? (known facts: authority, budget, country, "
+                   "days_since_last_reply, days_since_last_touch, emails_sent, grade, "
+                   "missed_meetings, need, owner_idle_days, score, source, status, tags, timing, "
+                   "unanswered_emails)")
+        for p in found
+    ), found
+    assert any("pipeline.yaml, line 4: stages[0].rot_after: expected a duration" in p for p in found)
+
+
+def test_unknown_keys_and_bad_yaml(cfg_dir: Path) -> None:
+    (cfg_dir / "sending.yaml").write_text((cfg_dir / "sending.yaml").read_text() + "colour: red\n")
+    (cfg_dir / "owners.yaml").write_text("owners: [\n")
+    found = problems(cfg_dir)
+    assert any("sending.yaml, line 8: unknown key 'colour'" in p for p in found), found
+    assert any("owners.yaml" in p and "not valid YAML" in p for p in found), found
+
+
+def test_references_between_files_are_checked(cfg_dir: Path) -> None:
+    (cfg_dir / "templates" / "breakup.txt").unlink()
+    found = problems(cfg_dir)
+    assert any("rules.yaml, line 9: rules[0].then[1].send: no template 'breakup'" in p for p in found), found
+
+
+def test_template_syntax_errors_have_lines(cfg_dir: Path) -> None:
+    (cfg_dir / "templates" / "welcome.txt").write_text("subject: Hi\n---\nHello\n{{ lead.first_name \n")
+    found = problems(cfg_dir)
+    assert any("welcome.txt, line 4" in p for p in found), found
+
+
+def test_cli_validate_exits_non_zero_and_prints_each_problem(cfg_dir: Path) -> None:
+    (cfg_dir / "followups.yaml").write_text(
+        (cfg_dir / "followups.yaml").read_text().replace("default_delay: 60 days", "default_delay: 60")
+    )
+    result = CliRunner().invoke(app, ["config", "validate", str(cfg_dir)])
+    assert result.exit_code == 1
+    assert "followups.yaml, line 2: default_delay: expected a duration" in result.output
+    ok = CliRunner().invoke(app, ["config", "validate", str(REPO / "config")])
+    assert ok.exit_code == 0, ok.output
+    assert "ok (5 rules" in ok.output
