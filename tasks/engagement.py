@@ -8,6 +8,7 @@ from sqlalchemy import exists, func, update
 from sqlalchemy.orm import Session
 
 from tasks.store.models import Activity, ActivityKind, Lead, LeadStatus
+from tasks.store.upsert import rowcount
 
 
 def mark_engaged(session: Session, as_of: dt.datetime) -> int:
@@ -27,4 +28,4 @@ def mark_engaged(session: Session, as_of: dt.datetime) -> int:
         .values(status=LeadStatus.WORKING, status_changed_at=as_of, status_reason="replied")
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return rowcount(result)

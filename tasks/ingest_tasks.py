@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NONE
 from sqlalchemy import select
 
 from tasks.cadences.enrolment import enrol
@@ -14,12 +15,12 @@ from tasks.ingest.crm import import_activities, import_opportunities
 from tasks.ingest.leads import import_leads, write_outcomes_csv
 from tasks.owners import assign_owners, sync_owners
 from tasks.runs import finish_run, start_run
-from tasks.stages import STAGE, current_config
+from tasks.stages import current_config
 from tasks.store.db import session_scope
 from tasks.store.models import Lead, RunKind
 
 
-@task(name="import-leads", **STAGE)
+@task(name="import-leads", cache_policy=NONE, persist_result=False)
 def import_leads_task(
     files: list[str], as_of: dt.datetime, encoding: str | None, outcomes: str | None
 ) -> dict[str, Any]:
@@ -33,9 +34,10 @@ def import_leads_task(
         sync_owners(session, config.owners)
         new_ids = list(result.new_lead_ids)
         assign_owners(session, new_ids, as_of=as_of, run_id=run.id)
-        created = dict(
-            session.execute(select(Lead.id, Lead.created_at).where(Lead.id.in_(new_ids))).all()
-        )
+        created: dict[int, dt.datetime] = {
+            row.id: row.created_at
+            for row in session.execute(select(Lead.id, Lead.created_at).where(Lead.id.in_(new_ids)))
+        }
         # A lead starts its cadences on its creation date, never before the import itself.
         starts = {lead: max(at, as_of) for lead, at in created.items()}
         enrolled = 0
@@ -51,7 +53,7 @@ def import_leads_task(
     return counts
 
 
-@task(name="import-crm", **STAGE)
+@task(name="import-crm", cache_policy=NONE, persist_result=False)
 def import_crm_task(kind: str, files: list[str], as_of: dt.datetime) -> dict[str, Any]:
     config = current_config()
     with session_scope() as session:

@@ -30,8 +30,7 @@ from tasks.rules.engine import apply_rules
 from tasks.runs import finish_run, start_run
 from tasks.store.db import get_engine, session_scope
 from tasks.store.models import EmailStatus, OutboxEmail, Run, RunKind
-
-STAGE = {"cache_policy": NONE, "persist_result": False}
+from tasks.store.upsert import rowcount
 
 
 @cache
@@ -81,25 +80,25 @@ STAGES = {
 }
 
 
-@task(name="start-run", **STAGE)
+@task(name="start-run", cache_policy=NONE, persist_result=False)
 def start_daily_run(as_of: dt.datetime) -> int:
     with session_scope() as session:
         return start_run(session, RunKind.DAILY, as_of).id
 
 
-@task(name="stage", task_run_name="{stage}", **STAGE)
+@task(name="stage", task_run_name="{stage}", cache_policy=NONE, persist_result=False)
 def run_stage(stage: str, as_of: dt.datetime, run_id: int) -> dict[str, Any]:
     config = current_config()
     with session_scope() as session:
         return STAGES[stage](session, config, as_of, run_id)
 
 
-@task(name="send-due-emails", **STAGE)
+@task(name="send-due-emails", cache_policy=NONE, persist_result=False)
 def send_emails(as_of: dt.datetime) -> dict[str, Any]:
     return asdict(send_due_emails(get_engine(), sender_from_env(), as_of=as_of))
 
 
-@task(name="report", **STAGE)
+@task(name="report", cache_policy=NONE, persist_result=False)
 def report(as_of: dt.datetime, run_id: int | None, counts: dict[str, Any]) -> dict[str, Any]:
     with session_scope() as session:
         summary = pipeline_summary(session)
@@ -118,10 +117,10 @@ def simulate_sending(session: Session, as_of: dt.datetime) -> int:
         .values(status=EmailStatus.RECORDED, sent_at=as_of)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
-@task(name="dry-run", **STAGE)
+@task(name="dry-run", cache_policy=NONE, persist_result=False)
 def dry_run_all(moments: list[dt.datetime]) -> dict[str, Any]:
     """Every stage of every day in one transaction that is rolled back: nothing is written.
 

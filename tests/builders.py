@@ -98,7 +98,9 @@ def activity(
     opportunity_id: int | None = None,
     **fields: object,
 ) -> Activity:
-    row = Activity(lead_id=lead_id, kind=kind, occurred_at=at, opportunity_id=opportunity_id, **fields)
+    row = Activity(
+        lead_id=lead_id, kind=kind, occurred_at=at, opportunity_id=opportunity_id, **fields
+    )
     session.add(row)
     session.flush()
     return row

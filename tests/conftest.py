@@ -10,7 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import tempfile
 import uuid
+
+# Before anything imports Prefect: a private Prefect home, and never a real server's API.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="nurture-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from collections.abc import Iterator
 from pathlib import Path
 

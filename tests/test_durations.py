@@ -26,4 +26,6 @@ def test_bad_durations_say_what_is_expected(text: str) -> None:
 
 
 def test_format_round_trips() -> None:
-    assert parse_duration(format_duration(relativedelta(months=4, days=3))) == relativedelta(months=4, days=3)
+    assert parse_duration(format_duration(relativedelta(months=4, days=3))) == relativedelta(
+        months=4, days=3
+    )

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tasks.config.models import Cadence, Sending
 from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
-from tasks.store.upsert import insert_ignore
+from tasks.store.upsert import insert_ignore, rowcount
 
 
 def at_send_hour(moment: dt.datetime, sending: Sending) -> dt.datetime:
@@ -78,7 +78,7 @@ def exit_enrolments(
         .values(status=EnrolmentStatus.EXITED, ended_at=as_of, end_reason=reason, next_due_at=None)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 def active_lead_ids(session: Session, lead_ids: Iterable[int]) -> set[int]:

@@ -22,7 +22,7 @@ def parse_duration(text: str) -> relativedelta:
         )
     delta = relativedelta()
     for amount, unit in _PART.findall(text):
-        delta += relativedelta(**{unit.lower() + "s": int(amount)})
+        delta += relativedelta(**{unit.lower() + "s": int(amount)})  # type: ignore[arg-type]
     return delta
 
 

@@ -185,9 +185,10 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
         stage = config.pipeline.stage(row.stage)
         if stage is None:
             continue  # an unknown stage is reported by import, not guessed at here
-        if since_at + stage.rot_after < as_of:
-            idle = (as_of - since_at).days
-            limit = (since_at + stage.rot_after - since_at).days
+        # Whole calendar days: a 21-day limit closes on day 22, whatever the hour of the run.
+        if since_at.date() + stage.rot_after < as_of.date():
+            idle = (as_of.date() - since_at.date()).days
+            limit = (since_at.date() + stage.rot_after - since_at.date()).days
             closes.append(
                 Close(
                     row.id,

@@ -154,9 +154,12 @@ def _apply(
                 session, config.followups, requests, as_of, run_id=run_id
             )
         elif action.release_owner:
-            previous = dict(
-                session.execute(select(Lead.id, Lead.owner_id).where(Lead.id.in_(lead_ids))).all()
-            )
+            previous: dict[int, int | None] = {
+                row.id: row.owner_id
+                for row in session.execute(
+                    select(Lead.id, Lead.owner_id).where(Lead.id.in_(lead_ids))
+                )
+            }
             session.execute(
                 update(Lead)
                 .where(Lead.id.in_(lead_ids))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, literal, or_, select
-from sqlalchemy.sql.elements import ColumnElement as Col
 
 from tasks.store.models import (
     OUT_THE_DOOR,
@@ -30,7 +29,7 @@ from tasks.store.models import (
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def greatest(dialect: str, *exprs: ColumnElement[Any]) -> ColumnElement[Any]:
+def greatest(dialect: str, *exprs: Any) -> ColumnElement[Any]:
     """The latest of several timestamps, NULL treated as the epoch, on either dialect."""
     args = [func.coalesce(e, literal(EPOCH, type_=Lead.created_at.type)) for e in exprs]
     return func.greatest(*args) if dialect == "postgresql" else func.max(*args)
@@ -166,7 +165,7 @@ class FactSet:
 
     def value(self, fact: str) -> ColumnElement[Any]:
         """The fact's SQL value (days facts as the timestamp they are measured from)."""
-        column: dict[str, Col[Any]] = {
+        column: dict[str, Any] = {
             "score": Lead.score,
             "grade": Lead.grade,
             "status": Lead.status,

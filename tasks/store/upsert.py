@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert
+from sqlalchemy import ColumnElement, Insert, TextClause
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ def insert_ignore(
     rows: Sequence[dict[str, Any]],
     key: Sequence[str],
     *,
-    where: ColumnElement[bool] | None = None,
+    where: ColumnElement[bool] | TextClause | None = None,
 ) -> list[int]:
     """Insert ``rows``, skipping any whose ``key`` already exists; return the new rows' ids.
 
@@ -50,3 +50,8 @@ def insert_ignore(
         if new is not None:
             ids.append(new)
     return ids
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE touched (a CursorResult's rowcount; 0 when unknown)."""
+    return max(int(getattr(result, "rowcount", 0) or 0), 0)

@@ -38,19 +38,23 @@ def test_errors_name_file_line_and_expectation(cfg_dir: Path) -> None:
     rules = cfg_dir / "rules.yaml"
     text = rules.read_text().replace("unanswered_emails >= 5", "unanswerd_emails >= 5")
     rules.write_text(text)
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "unanswerd_emails" in l)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "unanswerd_emails" in row)
     pipeline = cfg_dir / "pipeline.yaml"
     pipeline.write_text(pipeline.read_text().replace("rot_after: 21 days", "rot_after: tomorrow"))
     found = problems(cfg_dir)
     assert any(
-        p.endswith(f"rules.yaml, line {line}: rules[0].when: unknown fact 'unanswerd_emails'; "
-                   "did you mean 'unanswered_emails'? (known facts: authority, budget, country, "
-                   "days_since_last_reply, days_since_last_touch, emails_sent, grade, "
-                   "missed_meetings, need, owner_idle_days, score, source, status, tags, timing, "
-                   "unanswered_emails)")
+        p.endswith(
+            f"rules.yaml, line {line}: rules[0].when: unknown fact 'unanswerd_emails'; "
+            "did you mean 'unanswered_emails'? (known facts: authority, budget, country, "
+            "days_since_last_reply, days_since_last_touch, emails_sent, grade, "
+            "missed_meetings, need, owner_idle_days, score, source, status, tags, timing, "
+            "unanswered_emails)"
+        )
         for p in found
     ), found
-    assert any("pipeline.yaml, line 4: stages[0].rot_after: expected a duration" in p for p in found)
+    assert any(
+        "pipeline.yaml, line 4: stages[0].rot_after: expected a duration" in p for p in found
+    )
 
 
 def test_unknown_keys_and_bad_yaml(cfg_dir: Path) -> None:
@@ -64,18 +68,24 @@ def test_unknown_keys_and_bad_yaml(cfg_dir: Path) -> None:
 def test_references_between_files_are_checked(cfg_dir: Path) -> None:
     (cfg_dir / "templates" / "breakup.txt").unlink()
     found = problems(cfg_dir)
-    assert any("rules.yaml, line 9: rules[0].then[1].send: no template 'breakup'" in p for p in found), found
+    assert any(
+        "rules.yaml, line 9: rules[0].then[1].send: no template 'breakup'" in p for p in found
+    ), found
 
 
 def test_template_syntax_errors_have_lines(cfg_dir: Path) -> None:
-    (cfg_dir / "templates" / "welcome.txt").write_text("subject: Hi\n---\nHello\n{{ lead.first_name \n")
+    (cfg_dir / "templates" / "welcome.txt").write_text(
+        "subject: Hi\n---\nHello\n{{ lead.first_name \n"
+    )
     found = problems(cfg_dir)
     assert any("welcome.txt, line 4" in p for p in found), found
 
 
 def test_cli_validate_exits_non_zero_and_prints_each_problem(cfg_dir: Path) -> None:
     (cfg_dir / "followups.yaml").write_text(
-        (cfg_dir / "followups.yaml").read_text().replace("default_delay: 60 days", "default_delay: 60")
+        (cfg_dir / "followups.yaml")
+        .read_text()
+        .replace("default_delay: 60 days", "default_delay: 60")
     )
     result = CliRunner().invoke(app, ["config", "validate", str(cfg_dir)])
     assert result.exit_code == 1

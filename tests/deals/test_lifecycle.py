@@ -1,0 +1,189 @@
+"""Dated scenarios for the deal lifecycle on a real store (SQLite and PostgreSQL)."""
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from tasks.owners import sync_owners
+
+from tasks.config.loader import NurtureConfig
+from tasks.deals.calendar import next_business_day
+from tasks.deals.close import close_dead_deals
+from tasks.deals.followups import plan_followup, schedule_for_lost_deals
+from tasks.deals.reopen import reopen_due_followups
+from tasks.store.models import (
+    ActivityKind,
+    CadenceEnrolment,
+    ClosedBy,
+    Decision,
+    FollowUp,
+    FollowUpStatus,
+    LostReason,
+    Opportunity,
+    OpportunityStatus,
+    OutboxEmail,
+)
+from tests.builders import activity, days, deal, lead, owner
+
+ENTERED = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)  # a Monday
+
+
+def end_of(day: dt.datetime) -> dt.datetime:
+    return day.replace(hour=23, minute=59, second=59)
+
+
+def test_a_deal_rots_on_day_limit_plus_one_and_not_on_day_limit(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    person = lead(session, ENTERED - days(5), owner_id=owner(session).id)
+    opp = deal(session, person.id, "discovery", ENTERED)  # rots after 21 days
+
+    on_limit = close_dead_deals(session, config, end_of(ENTERED + days(21)), run_id=run_id)
+    assert on_limit.closed == {}
+    after = close_dead_deals(session, config, end_of(ENTERED + days(22)), run_id=run_id)
+    session.commit()
+
+    assert after.closed == {"unresponsive": 1}
+    closed = session.get(Opportunity, opp.id)
+    assert closed.status == OpportunityStatus.LOST
+    assert closed.closed_by == ClosedBy.ENGINE
+    assert closed.lost_reason == LostReason.UNRESPONSIVE
+    assert "No progress for 22 days in stage discovery (limit 21 days)" in closed.lost_notes
+    exit_email = session.scalars(select(OutboxEmail)).one()
+    assert exit_email.template == "exit_courteous"
+    assert "Is it not the right time, or not a fit?" in exit_email.body_text
+
+
+def test_progress_and_a_booked_meeting_keep_a_deal_open(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    person = lead(session, ENTERED - days(5))
+    progressing = deal(session, person.id, "discovery", ENTERED)
+    activity(
+        session,
+        person.id,
+        ActivityKind.MEETING_HELD,
+        ENTERED + days(15),
+        opportunity_id=progressing.id,
+    )
+    other = lead(session, ENTERED - days(5))
+    booked = deal(session, other.id, "discovery", ENTERED)
+    activity(
+        session,
+        other.id,
+        ActivityKind.MEETING_SCHEDULED,
+        ENTERED + days(25),
+        opportunity_id=booked.id,
+    )
+
+    summary = close_dead_deals(session, config, end_of(ENTERED + days(23)), run_id=run_id)
+    assert summary.closed == {}
+
+
+def test_a_no_and_missed_meetings_close_with_their_reasons(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    said_no = lead(session, ENTERED)
+    no_deal = deal(session, said_no.id, "proposal", ENTERED)
+    activity(
+        session,
+        said_no.id,
+        ActivityKind.SAID_NO,
+        ENTERED + days(3),
+        opportunity_id=no_deal.id,
+        reason=LostReason.COMPETITOR,
+        competitor="HubSpot",
+    )
+    ghost = lead(session, ENTERED)
+    ghost_deal = deal(session, ghost.id, "demo", ENTERED)
+    for n in (2, 4):
+        activity(
+            session,
+            ghost.id,
+            ActivityKind.MEETING_MISSED,
+            ENTERED + days(n),
+            opportunity_id=ghost_deal.id,
+        )
+
+    summary = close_dead_deals(session, config, end_of(ENTERED + days(5)), run_id=run_id)
+    session.commit()
+
+    assert summary.closed == {"competitor": 1, "unresponsive": 1}
+    lost = session.get(Opportunity, no_deal.id)
+    assert (lost.lost_reason, lost.competitor) == (LostReason.COMPETITOR, "HubSpot")
+    rules = set(session.scalars(select(Decision.rule)))
+    assert rules == {"dead_deals.said_no", "dead_deals.missed_meetings"}
+
+
+def test_followup_dates(config: NurtureConfig) -> None:
+    policy = config.followups
+    closed = dt.date(2026, 3, 2)
+    # A named date wins over the 60-day default.
+    named = plan_followup(policy, closed, LostReason.BAD_TIMING, dt.date(2026, 3, 17))
+    assert named is not None and (named.due_on, named.basis) == (dt.date(2026, 3, 17), "named_date")
+    default = plan_followup(policy, closed, LostReason.UNRESPONSIVE, None)
+    assert default is not None and default.due_on == dt.date(2026, 5, 1)
+    assert plan_followup(policy, closed, LostReason.NO_BUDGET, None).due_on == dt.date(2026, 7, 2)  # type: ignore[union-attr]
+    for permanent in (
+        LostReason.NO_NEED,
+        LostReason.OUT_OF_BUSINESS,
+        LostReason.COMPETITOR_IMPLEMENTED,
+    ):
+        assert plan_followup(policy, closed, permanent, None) is None
+    # 2026-03-07 is a Saturday: Monday 9th. 2026-12-25 is a holiday (Friday): Monday 28th.
+    assert next_business_day(dt.date(2026, 3, 7)) == dt.date(2026, 3, 9)
+    assert next_business_day(dt.date(2026, 12, 25), policy.holidays) == dt.date(2026, 12, 28)
+
+
+def test_reopen_makes_one_linked_opportunity_with_history_whatever_reruns_do(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    sync_owners(session, config.owners)
+    person = lead(session, ENTERED - days(30))
+    lost = deal(
+        session,
+        person.id,
+        "proposal",
+        ENTERED,
+        status=OpportunityStatus.LOST,
+        lost_reason=LostReason.BAD_TIMING,
+        closed_at=ENTERED + days(1),
+    )
+    lost.lost_notes = "Budget frees up after Q2"
+    activity(
+        session,
+        person.id,
+        ActivityKind.NAMED_FOLLOWUP,
+        ENTERED + days(1),
+        followup_on=dt.date(2026, 4, 4),
+    )
+    assert (
+        schedule_for_lost_deals(session, config.followups, end_of(ENTERED + days(2)), run_id=run_id)
+        == 1
+    )
+    assert (
+        schedule_for_lost_deals(session, config.followups, end_of(ENTERED + days(3)), run_id=run_id)
+        == 0
+    )
+    followup = session.scalars(select(FollowUp)).one()
+    assert followup.due_on == dt.date(2026, 4, 6)  # named Saturday 4 April -> Monday
+
+    early = reopen_due_followups(
+        session, config, end_of(dt.datetime(2026, 4, 3, tzinfo=dt.UTC)), run_id=run_id
+    )
+    assert early.reopened == 0
+    due = end_of(dt.datetime(2026, 4, 6, tzinfo=dt.UTC))
+    first = reopen_due_followups(session, config, due, run_id=run_id)
+    again = reopen_due_followups(session, config, due, run_id=run_id)
+    session.commit()
+
+    assert (first.reopened, again.reopened) == (1, 0)
+    new = session.scalars(select(Opportunity).where(Opportunity.reopened_from_id == lost.id)).one()
+    assert new.status == OpportunityStatus.OPEN and new.stage == "discovery"
+    assert new.cycle == 1 and new.owner_id is not None
+    assert new.history["previous_lost_reason"] == "bad_timing"
+    assert new.history["previous_notes"] == "Budget frees up after Q2"
+    assert session.get(FollowUp, followup.id).status == FollowUpStatus.REOPENED
+    email = session.scalars(select(OutboxEmail).where(OutboxEmail.template == "reengagement")).one()
+    assert "Two-way calendar sync" in email.body_text
+    assert session.scalar(select(func.count()).select_from(CadenceEnrolment)) == 1

@@ -1,0 +1,90 @@
+"""The daily flow end to end under a real (temporary) Prefect server, on both stores."""
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from flows.daily import backfill, daily
+from tasks.config.loader import ConfigError
+from tasks.stages import _config
+from tasks.store.models import Decision, FollowUp, Lead, LeadStatus, Opportunity, OutboxEmail, Run
+from tests.builders import days, deal, lead, owner, sent_email
+
+T0 = dt.datetime(2026, 3, 2, 15, tzinfo=dt.UTC)
+
+
+def _counts(engine: Engine) -> dict[str, int]:
+    with Session(engine) as s:
+        return {
+            m.__tablename__: s.scalar(select(func.count()).select_from(m)) or 0
+            for m in (Decision, OutboxEmail, FollowUp, Opportunity)
+        }
+
+
+def _book(engine: Engine) -> None:
+    with Session(engine) as s:
+        rep = owner(s)
+        quiet = lead(s, T0 - days(1), owner_id=rep.id)
+        for i in range(5):
+            sent_email(s, quiet.id, T0 + days(3 * i))
+        stale = lead(s, T0 - days(40), owner_id=rep.id, status=LeadStatus.WORKING)
+        deal(s, stale.id, "discovery", T0 - days(30))
+        s.commit()
+
+
+def test_running_the_same_day_twice_changes_nothing(engine: Engine) -> None:
+    _book(engine)
+    first = daily(as_of="2026-03-20")
+    after_first = _counts(engine)
+    second = daily(as_of="2026-03-20")
+
+    assert _counts(engine) == after_first
+    assert after_first["decisions"] >= 4  # disqualify, send, follow-up, close
+    assert first["disqualification_rules"]["actions"]["disqualify"] == 1
+    assert first["close_dead_deals"]["closed"] == {"unresponsive": 1}
+    assert second["disqualification_rules"]["actions"] == {}
+    assert second["close_dead_deals"]["closed"] == {}
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Run)) == 2
+        assert {e.status for e in s.scalars(select(OutboxEmail))} == {"recorded"}
+
+
+def test_dry_run_writes_nothing(engine: Engine) -> None:
+    _book(engine)
+    before = _counts(engine)
+    result = daily(as_of="2026-03-20", dry_run=True)
+    assert result["days"][0]["close_dead_deals"]["closed"] == {"unresponsive": 1}
+    assert _counts(engine) == before
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Run)) == 0
+        assert s.scalar(select(Lead.status).where(Lead.email.like("person%")).limit(1)) is not None
+
+
+def test_a_backfill_over_days_already_run_changes_nothing(engine: Engine) -> None:
+    _book(engine)
+    backfill(start="2026-03-16", end="2026-03-20", dry_run=False)
+    after = _counts(engine)
+    backfill(start="2026-03-16", end="2026-03-20", dry_run=False)
+    assert _counts(engine) == after
+
+
+def test_an_invalid_config_runs_nothing(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _book(engine)
+    bad = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", bad)
+    (bad / "rules.yaml").write_text(
+        "rules:\n  - name: x\n    when: nonsense >= 1\n    then: [release_owner]\n"
+    )
+    monkeypatch.setenv("NURTURE_CONFIG_DIR", str(bad))
+    _config.cache_clear()
+    before = _counts(engine)
+    with pytest.raises(ConfigError, match=r"rules\.yaml, line 3"):
+        daily(as_of="2026-03-20")
+    assert _counts(engine) == before
+    _config.cache_clear()
