@@ -9,6 +9,8 @@ Every address lives under the reserved ``.example`` top-level domain (RFC 2606),
 with a real SendGrid key can never email a real person. Countries are ISO 3166 alpha-2 codes in
 every file. ``pipedrive_persons.csv`` has no created-date column (the contract has none), so only
 people created before ``start`` are exported there: they exist by the time the simulation starts.
+A deal never predates its lead, so with leads at most 30 days old at ``start`` no deal has been
+in its stage longer than that.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import datetime as dt
 import json
 import random
 import unicodedata
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, ItemsView, Iterable, Sequence
 from dataclasses import dataclass
@@ -85,7 +88,7 @@ NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("Jürgen", "Käthe", "Lukas", "Anna", "Björn", "Jörg", "Sören", "Lena", "Maximilian",
          "Felix", "Sophie", "Günter", "Ute", "Hannes", "Mia"),
         ("Müller", "Schröder", "Weiß", "Groß", "Schäfer", "Köhler", "Becker", "Hoffmann",
-         "Wagner", "Krüger", "Fischer", "Neumann", "Schmidt", "Yılmaz"),
+         "Wagner", "Krüger", "Fischer", "Neumann", "Schmidt", "Yilmaz"),
     ),
     "fr": (
         ("Hélène", "François", "Amélie", "Élodie", "Jérôme", "Gaëlle", "Loïc", "Céline", "Benoît",
@@ -195,6 +198,7 @@ TEST_ROWS = (
 )
 INVALID_EMAILS = ("{local}@", "{local}@{host}", "{local} at {domain}", "{local}@@{domain}", "n/a")
 
+# Interleaved so that even a small book gets competitor, no_need and out_of_business.
 SAID_NO_REASONS = (
     "competitor",
     "no_need",
@@ -216,7 +220,7 @@ SAID_NO_REASONS = (
     "competitor",
     "bad_timing",
     "no_budget",
-)  # fmt: skip — interleaved so even a small book gets competitor, no_need and out_of_business
+)
 REASON_NOTES = {
     "competitor": "Going with {competitor}, they already use its marketing suite",
     "competitor_implemented": "Signed with {competitor} last quarter, rollout finished",
@@ -358,11 +362,16 @@ class _Deal:
     person: _Person
     stage: str
     stage_entered: dt.date
+    created: dt.date
     status: str = "open"
     lost_reason: str = ""
     competitor: str = ""
     close_date: dt.date | None = None
     story: str = ""
+
+    @property
+    def rots_on(self) -> dt.date:
+        return self.stage_entered + dt.timedelta(dict(STAGES)[self.stage])
 
 
 @dataclass
@@ -398,16 +407,16 @@ def generate_book(
     directory.mkdir(parents=True, exist_ok=True)
     people = _people(rng, leads, start)
     rows, counts = _lead_rows(rng, people, start)
-    deals = _deals(rng, people, start)
     calendar = _Calendar(rng, start, days)
+    deals = _deals(rng, people, start, calendar)
     activities = _deal_activities(rng, deals, calendar) + _lead_activities(
         rng, people, deals, calendar
     )
     activities.sort(key=lambda a: (a.when, a.person.email or "", a.kind, a.deal_id))
     per_file = _write_lead_files(rng, directory, rows, counts)
-    _write_opportunities(rng, directory / OPPORTUNITIES_FILE, deals, start)
+    _write_opportunities(rng, directory / OPPORTUNITIES_FILE, deals)
     _write_activities(rng, directory / ACTIVITIES_FILE, activities)
-    truth = _truth(people, rows, counts, per_file, deals, activities, start)
+    truth = _truth(people, counts, per_file, deals, activities, start)
     return Book(
         lead_files=[directory / name for name in LEAD_FILES],
         opportunities=directory / OPPORTUNITIES_FILE,
@@ -428,10 +437,15 @@ def _share(rng: random.Random, population: Sequence[T], rate: float, least: int 
     return [item for i, item in enumerate(population) if i in picked]
 
 
+# Letters NFKD does not take apart into a base letter and an accent.
+_UNFOLDED: dict[str, str | int | None] = {
+    "ß": "ss", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "æ": "ae", "œ": "oe",
+}  # fmt: skip
+_FOLD = str.maketrans(_UNFOLDED)
+
+
 def _ascii(text: str) -> str:
-    text = text.translate(str.maketrans({"ß": "ss", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L",
-                                         "ı": "i", "æ": "ae", "œ": "oe"}))  # fmt: skip
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
@@ -535,11 +549,8 @@ def _fits_pipedrive(person: _Person, start: dt.date) -> bool:
 
 
 def _home(rng: random.Random, person: _Person, start: dt.date) -> str:
-    files = list(HOME_WEIGHTS)
-    home = rng.choices(files, weights=list(HOME_WEIGHTS.values()))[0]
-    if home == PIPEDRIVE_FILE and not _fits_pipedrive(person, start):
-        return HUBSPOT_FILE
-    return home
+    files = [f for f in HOME_WEIGHTS if f != PIPEDRIVE_FILE or _fits_pipedrive(person, start)]
+    return rng.choices(files, weights=[HOME_WEIGHTS[f] for f in files])[0]
 
 
 def _plant_bant(rng: random.Random, hubspot_people: list[_Person]) -> None:
@@ -610,8 +621,9 @@ def _de(rng: random.Random) -> tuple[str, str]:
 
 
 def _fr(rng: random.Random) -> tuple[str, str]:
+    # 0262, 059x, 0639 and 069x are overseas departments, not France by region.
     lead = rng.choice("1234567")
-    second = rng.choice("3456789") if lead == "7" else rng.choice("123456789")
+    second = rng.choice({"6": "1245", "7": "5678"}.get(lead, "12345"))
     pairs = [second + rng.choice("0123456789")] + [_digits(rng, 2) for _ in range(3)]
     rest = " ".join(pairs)
     return f"0{lead} {rest}", f"+33 {lead} {rest}"
@@ -649,7 +661,7 @@ def _nl(rng: random.Random) -> tuple[str, str]:
 
 def _au(rng: random.Random) -> tuple[str, str]:
     if rng.random() < 0.5:
-        area, first = rng.choice((("2", "9"), ("3", "9"), ("7", "3"), ("8", "9")))
+        area, first = rng.choice((("2", "9"), ("3", "9"), ("7", "3")))
         rest = f"{_digits(rng, 4, first)} {_digits(rng, 4)}"
         return f"(0{area}) {rest}", f"+61 {area} {rest}"
     rest = f"4{rng.choice('0123')}{_digits(rng, 1)} {_digits(rng, 3)} {_digits(rng, 3)}"
@@ -715,13 +727,19 @@ def _lead_rows(
     """One row per person in its home file, then the planted mess; counts what was planted."""
     counts: Counter[str] = Counter()
     rows = [_row(rng, p, p.home, p.written_email, p.created) for p in people]
+    last_day = start + dt.timedelta(days=59)
     for person in _share(rng, [p for p in people if p.email], 0.06):
         others = [
             f
             for f in LEAD_FILES
             if f != person.home and (f != PIPEDRIVE_FILE or _fits_pipedrive(person, start))
         ]
-        created = person.created + dt.timedelta(days=rng.randrange(0, 21))
+        # Signed up again a little later; someone who existed before ``start`` still did. When
+        # the first row is in Pipedrive, which has no date, this one tells when the lead began.
+        later = person.created + dt.timedelta(days=rng.randrange(0, 21))
+        created = min(later, start - dt.timedelta(1) if person.created < start else last_day)
+        if person.home == PIPEDRIVE_FILE:
+            created = person.created
         assert person.email is not None
         email = _case_variant(rng, person.email)
         rows.append(_row(rng, person, rng.choice(others), email, created))
@@ -834,19 +852,27 @@ def _write_csv(
 # --- deals -----------------------------------------------------------------------------------
 
 
-def _deals(rng: random.Random, people: list[_Person], start: dt.date) -> list[_Deal]:
-    """About one deal per five people with an email, for people who exist before ``start``."""
+def _deals(
+    rng: random.Random, people: list[_Person], start: dt.date, calendar: _Calendar
+) -> list[_Deal]:
+    """About one deal per five people with an email, among the people who exist before ``start``.
+
+    A deal never predates its lead: it is created, and enters its stage, on or after the lead's
+    created date, so at ``start`` a deal has been in its stage for at most 30 days.
+    """
     with_email = [p for p in people if p.email]
     eligible = [p for p in with_email if p.created < start]
     count = min(len(eligible), round(len(with_email) * 0.20))
-    owners = rng.sample(eligible, count)
-    stages = rng.choices([s for s, _ in STAGES], weights=(35, 30, 20, 15), k=count)
+    # Older leads are likelier to have a deal by now (weighted sampling without replacement).
+    weight = {id(p): rng.random() ** (1 / (start - p.created).days) for p in eligible}
+    ranked = sorted(eligible, key=lambda p: weight[id(p)], reverse=True)
+    owners = sorted(ranked[:count], key=attrgetter("created"))
     statuses = ["won"] * round(count * 0.05) + ["lost"] * round(count * 0.08)
     statuses += ["open"] * (count - len(statuses))
     rng.shuffle(statuses)
     deals = []
-    for i, (person, stage, status) in enumerate(zip(owners, stages, statuses, strict=True)):
-        deal = _Deal(f"D-{i + 1:05d}", person, stage, start - dt.timedelta(rng.randint(1, 40)))
+    for i, (person, status) in enumerate(zip(owners, statuses, strict=True)):
+        deal = _deal(rng, f"D-{i + 1:05d}", person, start)
         if status != "open":
             window = (start - deal.stage_entered).days
             deal.status = status
@@ -858,41 +884,62 @@ def _deals(rng: random.Random, people: list[_Person], start: dt.date) -> list[_D
             if deal.lost_reason in ("competitor", "competitor_implemented"):
                 deal.competitor = rng.choice(COMPETITORS)
         deals.append(deal)
-    _assign_stories(rng, [d for d in deals if d.status == "open"])
+    _assign_stories(rng, [d for d in deals if d.status == "open"], calendar)
     return deals
 
 
-STORY_SHARES = (
-    ("progress", 0.25),
-    ("missed_meetings", 0.12),
-    ("said_no", 0.14),
-    ("named_followup", 0.09),
-)  # fmt: skip — the rest go silent and rot
+def _deal(rng: random.Random, deal_id: str, person: _Person, start: dt.date) -> _Deal:
+    """A deal as far along as its lead's age allows: a week-old lead is still in discovery."""
+    lead_age = (start - person.created).days
+    names = [s for s, _ in STAGES]
+    furthest = min(len(names) - 1, lead_age // 6)
+    index = rng.choices(range(furthest + 1), weights=(35, 30, 20, 15)[: furthest + 1])[0]
+    stage, limit = STAGES[index]
+    # Each earlier stage took at least a day. Most deals have time left before they rot; some
+    # are stale, and a few discovery deals are past their limit already.
+    most = lead_age - index
+    fresh = min(most, limit - 3)
+    in_stage = rng.randint(1, fresh) if rng.random() < 0.85 or fresh == most else (
+        rng.randint(fresh + 1, most))  # fmt: skip
+    entered = start - dt.timedelta(in_stage)
+    created = entered if index == 0 else person.created + dt.timedelta(
+        rng.randint(0, (entered - person.created).days - index))  # fmt: skip
+    return _Deal(deal_id, person, stage, entered, created)
 
 
-def _assign_stories(rng: random.Random, open_deals: list[_Deal]) -> None:
-    stories = [name for name, share in STORY_SHARES for _ in range(round(len(open_deals) * share))]
-    stories += ["silent"] * (len(open_deals) - len(stories))
-    rng.shuffle(stories)
-    for deal, story in zip(open_deals, stories, strict=True):
-        deal.story = story
+# Open-deal stories: share of the open deals, and business days the deal must have left before
+# it rots for the story to play out first. The rest go silent and rot.
+STORIES = (
+    ("missed_meetings", 0.12, 8),
+    ("said_no", 0.14, 2),
+    ("named_followup", 0.09, 2),
+    ("progress", 0.25, 1),
+)
 
 
-def _write_opportunities(
-    rng: random.Random, path: Path, deals: list[_Deal], start: dt.date
-) -> None:
+def _assign_stories(rng: random.Random, open_deals: list[_Deal], calendar: _Calendar) -> None:
+    pool = rng.sample(open_deals, len(open_deals))
+    for story, share, room in STORIES:
+        fits = [d for d in pool if calendar.room(d) >= room][: round(len(open_deals) * share)]
+        for deal in fits:
+            deal.story = story
+        pool = [d for d in pool if not d.story]
+    for deal in pool:
+        deal.story = "silent"
+
+
+def _write_opportunities(rng: random.Random, path: Path, deals: list[_Deal]) -> None:
     records = []
     for deal in deals:
         person = deal.person
         assert person.email is not None
-        stage_index = [s for s, _ in STAGES].index(deal.stage)
-        created = deal.stage_entered - dt.timedelta(rng.randrange(7 + 10 * stage_index))
         who = person.company.name if person.company else f"{person.first} {person.last}"
         email = _case_variant(rng, person.email) if rng.random() < 0.05 else person.email
         notes = REASON_NOTES[deal.lost_reason].format(competitor=deal.competitor)
         records.append([
             deal.deal_id, email, f"{who} - {rng.choice(DEAL_PLANS)}", deal.stage,
-            deal.stage_entered.isoformat(), created.isoformat(), str(rng.randrange(20, 400) * 250),
+            deal.stage_entered.isoformat(), deal.created.isoformat(),
+            str(rng.randrange(20, 400) * 250),
             deal.status, deal.lost_reason, deal.competitor, notes if deal.lost_reason else "",
             deal.close_date.isoformat() if deal.close_date else "",
         ])  # fmt: skip
@@ -913,12 +960,21 @@ class _Calendar:
         minute = self.rng.randrange(9 * 60, 17 * 60)
         return dt.datetime.combine(day, dt.time(minute // 60, minute % 60), tzinfo=dt.UTC)
 
+    def room(self, deal: _Deal) -> int:
+        """Business days before the deal would rot (a day early, whichever way one rounds)."""
+        return bisect_left(self.days, deal.rots_on - dt.timedelta(1))
+
     def between(self, first: dt.date, last: dt.date) -> list[dt.date]:
         return [d for d in self.days if first <= d <= last]
 
-    def sequence(self, first: int, gaps: Sequence[int]) -> list[dt.datetime]:
-        """Strictly later business days, squeezed to fit inside the window when they overrun."""
-        n, last = len(gaps) + 1, len(self.days) - 1
+    def sequence(
+        self, first: int, gaps: Sequence[int], *, last: int | None = None
+    ) -> list[dt.datetime]:
+        """Strictly later business days from index ``first``, squeezed to end by ``last``."""
+        n = len(gaps) + 1
+        last = len(self.days) - 1 if last is None else min(last, len(self.days) - 1)
+        if last + 1 < n:
+            raise ValueError(f"{n} business days do not fit before day {last}")
         index = max(0, min(first, last - (n - 1)))
         indices = [index]
         for k, gap in enumerate(gaps, start=1):
@@ -934,14 +990,20 @@ def _deal_activities(
     said_no = [d for d in deals if d.story == "said_no"]
     reasons = {d.deal_id: SAID_NO_REASONS[i % len(SAID_NO_REASONS)] for i, d in enumerate(said_no)}
     for deal in deals:
-        if not deal.story:
-            continue
-        steps = _story_steps(rng, deal, reasons.get(deal.deal_id, ""))
+        steps = _story_steps(rng, deal, reasons.get(deal.deal_id, "")) if deal.story else []
         if not steps:
             continue
-        first = rng.randrange(1, max(2, len(calendar.days) // 3))
+        if deal.story == "silent":  # one unanswered touch in the first week, then nothing
+            first, last = rng.randrange(5), None
+        else:
+            # The story's decisive steps land before the deal would rot; a progress story only
+            # needs its first step there.
+            room = calendar.room(deal)
+            span = 1 if deal.story == "progress" else len(steps)
+            first = rng.randrange(max(1, min(room - span + 1, len(calendar.days) // 3)))
+            last = None if deal.story == "progress" else room - 1
         gaps = [rng.randint(2, 7) for _ in steps[1:]]
-        for when, step in zip(calendar.sequence(first, gaps), steps, strict=True):
+        for when, step in zip(calendar.sequence(first, gaps, last=last), steps, strict=True):
             step.when, step.deal_id = when, deal.deal_id
             if step.kind == "named_followup":
                 step.followup_on = when.date() + relativedelta(months=rng.randint(1, 5))
@@ -996,7 +1058,8 @@ def _lead_activities(
         return calendar.between(p.created + dt.timedelta(2), p.created + dt.timedelta(40))
 
     candidates = [p for p in with_email if id(p) not in with_open_deal and reply_days(p)]
-    k = min(len(candidates), round(len(with_email) * 0.25))
+    # Deal conversations add their own replies: about a quarter of people reply in all.
+    k = min(len(candidates), round(len(with_email) * 0.20))
     repliers = rng.sample(candidates, k)
     for person in repliers:
         days = reply_days(person)
@@ -1011,7 +1074,7 @@ def _lead_activities(
     replied = {id(p) for p in repliers}
     quiet = [p for p in with_email if id(p) not in replied and p.created <= calendar.days[-1]]
     for person in rng.sample(quiet, min(len(quiet), round(len(with_email) * 0.05))):
-        when = calendar.moment(rng.choice(days))
+        when = calendar.moment(rng.choice(calendar.between(person.created, calendar.days[-1])))
         back = (when + dt.timedelta(days=rng.randint(3, 14))).date()
         notes = f"Automatic reply: out of the office until {back.isoformat()}"
         out.append(_Activity(when, person, "auto_reply", notes=notes))
@@ -1035,7 +1098,6 @@ def _write_activities(rng: random.Random, path: Path, activities: list[_Activity
 
 def _truth(
     people: list[_Person],
-    rows: list[_Row],
     counts: Counter[str],
     per_file: dict[str, int],
     deals: list[_Deal],
