@@ -26,6 +26,6 @@ def mark_engaged(session: Session, as_of: dt.datetime) -> int:
             replied,
         )
         .values(status=LeadStatus.WORKING, status_changed_at=as_of, status_reason="replied")
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session="fetch")
     )
     return rowcount(result)

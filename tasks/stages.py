@@ -115,7 +115,7 @@ def simulate_sending(session: Session, as_of: dt.datetime) -> int:
         update(OutboxEmail)
         .where(OutboxEmail.status == EmailStatus.QUEUED, OutboxEmail.due_at <= as_of)
         .values(status=EmailStatus.RECORDED, sent_at=as_of)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session="fetch")
     )
     return rowcount(result)
 
@@ -134,6 +134,9 @@ def dry_run_all(moments: list[dt.datetime]) -> dict[str, Any]:
             day: dict[str, Any] = {"as_of": as_of.isoformat()}
             for name, stage in STAGES.items():
                 day[name] = stage(session, config, as_of, run.id)
+                # Stages update in bulk; what the next stage loads must come from the database.
+                session.flush()
+                session.expire_all()
             day["would_send"] = simulate_sending(session, as_of)
             counts["days"].append(day)
         counts["report"] = pipeline_summary(session)

@@ -58,7 +58,7 @@ def enrol(
             update(Lead)
             .where(Lead.id.in_(starts), Lead.status == LeadStatus.NEW)
             .values(status=LeadStatus.NURTURING)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session="fetch")
         )
     return ids
 
@@ -76,7 +76,7 @@ def exit_enrolments(
             CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
         )
         .values(status=EnrolmentStatus.EXITED, ended_at=as_of, end_reason=reason, next_due_at=None)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session="fetch")
     )
     return rowcount(result)
 

@@ -54,6 +54,7 @@ def exit_finished_leads(session: Session, as_of: dt.datetime) -> dict[str, int]:
         )
         .order_by(CadenceEnrolment.enrolled_at)
         .limit(1)
+        .correlate(Activity)
         .scalar_subquery(),
     )
     closed = select(Lead.id).where(

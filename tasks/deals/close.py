@@ -58,6 +58,7 @@ def _latest(kind: ActivityKind, as_of: dt.datetime, column: Any) -> Any:
         )
         .order_by(act.occurred_at.desc(), act.id.desc())
         .limit(1)
+        .correlate(Opportunity)
         .scalar_subquery()
     )
 
@@ -74,6 +75,7 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
             act.kind == ActivityKind.MEETING_HELD,
             act.occurred_at <= as_of,
         )
+        .correlate(Opportunity)
         .scalar_subquery()
     )
     missed = aliased(Activity)
@@ -86,6 +88,7 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
             missed.occurred_at
             > func.coalesce(last_held, literal(EPOCH, Opportunity.created_at.type)),
         )
+        .correlate(Opportunity)
         .scalar_subquery()
     )
     prog = aliased(Activity)
@@ -100,6 +103,7 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
             prog.occurred_at <= as_of,
             prog.occurred_at >= Opportunity.created_at,
         )
+        .correlate(Opportunity)
         .scalar_subquery()
     )
     inbound = aliased(Activity)
@@ -112,6 +116,7 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
             inbound.occurred_at <= as_of,
             inbound.occurred_at > as_of - _days(dead.grace_period, as_of),
         )
+        .correlate(Opportunity)
         .scalar_subquery()
     )
     upcoming = aliased(Activity)
@@ -124,6 +129,7 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
             upcoming.occurred_at > as_of,
             upcoming.occurred_at <= as_of + dt.timedelta(days=14),
         )
+        .correlate(Opportunity)
         .scalar_subquery()
     )
     said_no_at = _latest(ActivityKind.SAID_NO, as_of, lambda a: a.occurred_at)
@@ -244,7 +250,7 @@ def close_dead_deals(
                 competitor=close.competitor,
                 lost_notes=close.note,
             )
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session="fetch")
         )
         summary.closed[close.reason.value] = summary.closed.get(close.reason.value, 0) + 1
         if close.reason not in exit_email.not_for:

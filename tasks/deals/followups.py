@@ -64,6 +64,7 @@ def schedule_for_lost_deals(
         )
         .order_by(named.occurred_at.desc(), named.id.desc())
         .limit(1)
+        .correlate(Opportunity)
         .scalar_subquery()
     )
     rows = session.execute(

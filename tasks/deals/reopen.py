@@ -194,7 +194,7 @@ def reopen_due_followups(
                 .where(Lead.id == Opportunity.lead_id)
                 .scalar_subquery()
             )
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session="fetch")
         )
     record_decisions(session, decisions, run_id=run_id, as_of=as_of)
     cadence = config.cadences.cadences[reopen_cfg.cadence]

@@ -52,6 +52,7 @@ class FactSet:
                 Activity.kind == ActivityKind.REPLY,
                 Activity.occurred_at <= self.as_of,
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
 
@@ -63,6 +64,7 @@ class FactSet:
                 Activity.kind.in_(PROGRESS_KINDS),
                 Activity.occurred_at <= self.as_of,
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
 
@@ -74,6 +76,7 @@ class FactSet:
                 OutboxEmail.status.in_(OUT_THE_DOOR),
                 OutboxEmail.sent_at <= self.as_of,
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
 
@@ -85,6 +88,7 @@ class FactSet:
                 Activity.kind != ActivityKind.AUTO_REPLY,
                 Activity.occurred_at <= self.as_of,
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
 
@@ -113,6 +117,7 @@ class FactSet:
                 OutboxEmail.status.in_(OUT_THE_DOOR),
                 OutboxEmail.sent_at <= self.as_of,
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
 
@@ -135,6 +140,7 @@ class FactSet:
                     OutboxEmail.delivery.not_in([Delivery.BOUNCED, Delivery.DROPPED]),
                 ),
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
 
@@ -147,6 +153,7 @@ class FactSet:
                 Activity.kind == ActivityKind.MEETING_HELD,
                 Activity.occurred_at <= self.as_of,
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
         return (
@@ -158,6 +165,7 @@ class FactSet:
                 Activity.occurred_at
                 > func.coalesce(last_held, literal(EPOCH, Lead.created_at.type)),
             )
+            .correlate(Lead)
             .scalar_subquery()
         )
 

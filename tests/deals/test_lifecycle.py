@@ -4,13 +4,13 @@ import datetime as dt
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from tasks.owners import sync_owners
 
 from tasks.config.loader import NurtureConfig
 from tasks.deals.calendar import next_business_day
 from tasks.deals.close import close_dead_deals
 from tasks.deals.followups import plan_followup, schedule_for_lost_deals
 from tasks.deals.reopen import reopen_due_followups
+from tasks.owners import sync_owners
 from tasks.store.models import (
     ActivityKind,
     CadenceEnrolment,
@@ -42,6 +42,7 @@ def test_a_deal_rots_on_day_limit_plus_one_and_not_on_day_limit(
     assert on_limit.closed == {}
     after = close_dead_deals(session, config, end_of(ENTERED + days(22)), run_id=run_id)
     session.commit()
+    session.expire_all()
 
     assert after.closed == {"unresponsive": 1}
     closed = session.get(Opportunity, opp.id)
@@ -107,6 +108,7 @@ def test_a_no_and_missed_meetings_close_with_their_reasons(
 
     summary = close_dead_deals(session, config, end_of(ENTERED + days(5)), run_id=run_id)
     session.commit()
+    session.expire_all()
 
     assert summary.closed == {"competitor": 1, "unresponsive": 1}
     lost = session.get(Opportunity, no_deal.id)
@@ -176,6 +178,7 @@ def test_reopen_makes_one_linked_opportunity_with_history_whatever_reruns_do(
     first = reopen_due_followups(session, config, due, run_id=run_id)
     again = reopen_due_followups(session, config, due, run_id=run_id)
     session.commit()
+    session.expire_all()
 
     assert (first.reopened, again.reopened) == (1, 0)
     new = session.scalars(select(Opportunity).where(Opportunity.reopened_from_id == lost.id)).one()

@@ -43,6 +43,7 @@ def test_fifth_unanswered_email_disqualifies_and_fourth_does_not(
 
     summary = apply_rules(session, config, as_of, run_id=run_id)
     session.commit()
+    session.expire_all()
 
     assert summary.matched["five_unanswered_emails"] == 1
     assert session.get(Lead, five.id).status == LeadStatus.DISQUALIFIED
@@ -77,6 +78,7 @@ def test_a_reply_resets_the_count_an_auto_reply_and_a_bounce_do_not(
 
     apply_rules(session, config, last + days(1), run_id=run_id)
     session.commit()
+    session.expire_all()
 
     status = dict(session.execute(select(Lead.id, Lead.status)).all())
     assert status[replied.id] != LeadStatus.DISQUALIFIED  # only 2 emails since the reply

@@ -1,0 +1,76 @@
+"""The CLI's contract, end to end under the shared Prefect test server."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.store.models import ImportRow, Lead
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_import_leads_writes_outcomes_and_dedupes(engine: Engine, tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text(
+        "Email,First Name,Last Name,Phone Number,Company Name,Country\n"
+        "ana@acme.example,Ana,Silva,,Acme,PT\n"
+        "ANA@acme.example,Ana,Silva,+351 912 345 678,Acme,PT\n"
+        "not-an-email,Bo,,,,\n",
+        encoding="utf-8",
+    )
+    outcomes = tmp_path / "out.csv"
+    code, output = invoke("import", "leads", str(leads), "--outcomes", str(outcomes), "--as-of", "2026-03-02")
+    assert code == 0, output
+    rows = list(csv.DictReader(outcomes.open()))
+    assert [(r["row"], r["outcome"]) for r in rows] == [("1", "accepted"), ("2", "merged"), ("3", "rejected")]
+    assert rows[0]["lead_id"] == rows[1]["lead_id"] != ""
+    assert "no reachable contact" in rows[2]["reasons"]
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 1
+        assert s.scalar(select(Lead.phone)) == "+351912345678"  # filled from the duplicate row
+        assert s.scalar(select(Lead.owner_id)) is not None
+
+    code, _ = invoke("import", "leads", str(leads), "--as-of", "2026-03-03")
+    assert code == 0
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 1  # re-import creates nothing
+
+
+def test_a_malformed_csv_names_file_and_line_and_writes_nothing(engine: Engine, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.csv"
+    bad.write_text("Email,First Name\nok@acme.example,Ok\nx@acme.example,X,extra,fields\n")
+    code, output = invoke("import", "leads", str(bad))
+    assert code != 0
+    assert "broken.csv" in output and "line 3" in output, output
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(ImportRow)) == 0
+        assert s.scalar(select(func.count()).select_from(Lead)) == 0
+
+
+def test_demo_story_matches_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db)  # restored after the test: the demo sets it
+    code, output = invoke("demo", "--leads", "200", "--days", "40", "--database", db, "--workdir", str(tmp_path / "in"))
+    assert code == 0, output
+    assert "Clean before you chase" in output and "Come back" in output
+
+    code, exported = invoke("--database", db, "export", "emails", "--format", "jsonl")
+    assert code == 0
+    emails = [json.loads(line) for line in io.StringIO(exported) if line.strip()]
+    assert emails and {e["status"] for e in emails} <= {"recorded", "suppressed", "queued"}
+    code, report = invoke("--database", db, "report", "--format", "json")
+    summary = json.loads(report)
+    assert sum(summary["emails_by_status"].values()) == len(emails)
