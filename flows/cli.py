@@ -51,6 +51,8 @@ def main(
 ) -> None:
     if database:
         os.environ["NURTURE_DATABASE_URL"] = database
+    # Nothing may reach the internet at run time: the temporary Prefect server's telemetry is off.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
         # Prefect logs every task run at INFO; the CLI prints its own summary instead.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -63,9 +65,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a flow, turning the errors people can fix into one clear line and a non-zero exit."""
-    from tasks.ingest.reader import IngestFileError
-
     from tasks.config.loader import ConfigError
+    from tasks.ingest.reader import IngestFileError
     from tasks.store.schema import SchemaOutOfDate
 
     try:
@@ -248,7 +249,6 @@ def export(
 ) -> None:
     """Write a table of the store as CSV or JSON lines."""
     from tasks.export import export as export_rows
-
     from tasks.store.db import session_scope
     from tasks.store.schema import ensure_schema
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from prefect import flow
 from rich.console import Console
-from tasks.demo.generator import generate_book
 
 from flows.daily import run_day
 from flows.timing import end_of_day
+from tasks.demo.generator import generate_book
 from tasks.ingest_tasks import import_crm_task, import_leads_task
 from tasks.reports.render import render_story
 from tasks.stages import current_config, report

@@ -36,7 +36,12 @@ def import_leads_task(
         assign_owners(session, new_ids, as_of=as_of, run_id=run.id)
         created: dict[int, dt.datetime] = {
             row.id: row.created_at
-            for row in session.execute(select(Lead.id, Lead.created_at).where(Lead.id.in_(new_ids)))
+            # Only leads with an address can be in an email cadence.
+            for row in session.execute(
+                select(Lead.id, Lead.created_at).where(
+                    Lead.id.in_(new_ids), Lead.email.is_not(None)
+                )
+            )
         }
         # A lead starts its cadences on its creation date, never before the import itself.
         starts = {lead: max(at, as_of) for lead, at in created.items()}

@@ -95,7 +95,9 @@ def run_stage(stage: str, as_of: dt.datetime, run_id: int) -> dict[str, Any]:
 
 @task(name="send-due-emails", cache_policy=NONE, persist_result=False)
 def send_emails(as_of: dt.datetime) -> dict[str, Any]:
-    return asdict(send_due_emails(get_engine(), sender_from_env(), as_of=as_of))
+    return asdict(
+        send_due_emails(get_engine(), sender_from_env(), as_of=as_of, config=current_config())
+    )
 
 
 @task(name="report", cache_policy=NONE, persist_result=False)

@@ -70,6 +70,7 @@ def reopen_due_followups(
     emails: list[QueuedEmail] = []
     decisions: list[NewDecision] = []
     to_reactivate: list[int] = []
+    with_deal: set[int] = set()
     # Leads whose owner left keep no owner: the assignment rules pick a new one below.
     session.execute(
         update(Lead)
@@ -133,6 +134,7 @@ def reopen_due_followups(
             if not inserted:
                 continue  # another run reopened it first: the unique followup_id decided
             new_opp_id = inserted[0]
+            with_deal.add(lead.id)
             context["previous_reason"] = history["previous_lost_reason"]
             summary.reopened += 1
             action, rule = DecisionAction.REOPEN, "follow_up.reopen"
@@ -172,17 +174,22 @@ def reopen_due_followups(
         )
     session.flush()
     if to_reactivate:
-        session.execute(
-            update(Lead)
-            .where(Lead.id.in_(to_reactivate))
-            .values(
-                status=LeadStatus.WORKING,
-                status_reason=None,
-                status_changed_at=as_of,
-                cycle_started_at=as_of,
+        # A reopened deal is worked by its owner; a re-engaged lead goes back to nurturing.
+        for status, leads in (
+            (LeadStatus.WORKING, [i for i in to_reactivate if i in with_deal]),
+            (LeadStatus.NURTURING, [i for i in to_reactivate if i not in with_deal]),
+        ):
+            session.execute(
+                update(Lead)
+                .where(Lead.id.in_(leads))
+                .values(
+                    status=status,
+                    status_reason=None,
+                    status_changed_at=as_of,
+                    cycle_started_at=as_of,
+                )
+                .execution_options(synchronize_session="fetch")
             )
-            .execution_options(synchronize_session="fetch")
-        )
         unowned = [i for i in to_reactivate if session.get(Lead, i).owner_id is None]  # type: ignore[union-attr]
         assign_owners(session, unowned, as_of=as_of, run_id=run_id)
         # New opportunities take the (possibly new) owner of their lead.

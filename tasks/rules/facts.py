@@ -101,7 +101,10 @@ class FactSet:
         # NULL when nobody owns the lead: an unowned lead has no idle owner.
         return case(
             (Lead.owner_id.is_(None), None),
-            else_=greatest(self.dialect, Lead.owner_assigned_at, self.last_progress_at()),
+            # A new engagement cycle (a re-engaged lead) restarts the owner's clock too.
+            else_=greatest(
+                self.dialect, Lead.owner_assigned_at, self.last_progress_at(), Lead.cycle_started_at
+            ),
         )
 
     def cycle_start(self) -> ColumnElement[Any]:

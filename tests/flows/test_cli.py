@@ -31,10 +31,16 @@ def test_import_leads_writes_outcomes_and_dedupes(engine: Engine, tmp_path: Path
         encoding="utf-8",
     )
     outcomes = tmp_path / "out.csv"
-    code, output = invoke("import", "leads", str(leads), "--outcomes", str(outcomes), "--as-of", "2026-03-02")
+    code, output = invoke(
+        "import", "leads", str(leads), "--outcomes", str(outcomes), "--as-of", "2026-03-02"
+    )
     assert code == 0, output
     rows = list(csv.DictReader(outcomes.open()))
-    assert [(r["row"], r["outcome"]) for r in rows] == [("1", "accepted"), ("2", "merged"), ("3", "rejected")]
+    assert [(r["row"], r["outcome"]) for r in rows] == [
+        ("1", "accepted"),
+        ("2", "merged"),
+        ("3", "rejected"),
+    ]
     assert rows[0]["lead_id"] == rows[1]["lead_id"] != ""
     assert "no reachable contact" in rows[2]["reasons"]
     with Session(engine) as s:
@@ -48,7 +54,9 @@ def test_import_leads_writes_outcomes_and_dedupes(engine: Engine, tmp_path: Path
         assert s.scalar(select(func.count()).select_from(Lead)) == 1  # re-import creates nothing
 
 
-def test_a_malformed_csv_names_file_and_line_and_writes_nothing(engine: Engine, tmp_path: Path) -> None:
+def test_a_malformed_csv_names_file_and_line_and_writes_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
     bad = tmp_path / "broken.csv"
     bad.write_text("Email,First Name\nok@acme.example,Ok\nx@acme.example,X,extra,fields\n")
     code, output = invoke("import", "leads", str(bad))
@@ -63,7 +71,17 @@ def test_demo_story_matches_the_export(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     db = f"sqlite:///{tmp_path / 'demo.db'}"
     monkeypatch.setenv("NURTURE_DATABASE_URL", db)  # restored after the test: the demo sets it
-    code, output = invoke("demo", "--leads", "200", "--days", "40", "--database", db, "--workdir", str(tmp_path / "in"))
+    code, output = invoke(
+        "demo",
+        "--leads",
+        "200",
+        "--days",
+        "40",
+        "--database",
+        db,
+        "--workdir",
+        str(tmp_path / "in"),
+    )
     assert code == 0, output
     assert "Clean before you chase" in output and "Come back" in output
 
