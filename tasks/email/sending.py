@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasks.config.loader import NurtureConfig
@@ -42,9 +42,8 @@ def _settle_unsendable(
     session: Session, as_of: dt.datetime, lateness: dt.timedelta, summary: SendSummary
 ) -> None:
     """Suppressed addresses (checked now, at send time) and emails whose moment has passed."""
-    suppressed = exists().where(
-        Suppression.email_key
-        == select(Lead.email_key).where(Lead.id == OutboxEmail.lead_id).scalar_subquery()
+    suppressed = OutboxEmail.lead_id.in_(
+        select(Lead.id).join(Suppression, Suppression.email_key == Lead.email_key)
     )
     summary.add(
         "suppressed",
@@ -110,9 +109,13 @@ def send_due_emails(
 
 
 def _claim(
-    factory: sessionmaker[Session], as_of: dt.datetime, batch_size: int
+    factory: sessionmaker[Session], as_of: dt.datetime, batch_size: int, attempted: set[int]
 ) -> list[OutboxEmail]:
-    """Mark a batch ``sending`` and commit before any HTTP call (row locks on PostgreSQL)."""
+    """Mark a batch ``sending`` and commit before any HTTP call (row locks on PostgreSQL).
+
+    Rows already attempted in this call are not claimed again: a retryable failure waits for
+    the next run instead of hammering a struggling API.
+    """
     with factory() as session, session.begin():
         query = (
             select(OutboxEmail)
