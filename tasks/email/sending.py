@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasks.config.loader import NurtureConfig
@@ -34,8 +34,8 @@ class SendSummary:
             self.by_status[status] = self.by_status.get(status, 0) + n
 
 
-def _due(as_of: dt.datetime) -> list[object]:
-    return [OutboxEmail.status == EmailStatus.QUEUED, OutboxEmail.due_at <= as_of]
+def _due(as_of: dt.datetime) -> ColumnElement[bool]:
+    return and_(OutboxEmail.status == EmailStatus.QUEUED, OutboxEmail.due_at <= as_of)
 
 
 def _settle_unsendable(
@@ -50,7 +50,7 @@ def _settle_unsendable(
         rowcount(
             session.execute(
                 update(OutboxEmail)
-                .where(*_due(as_of), suppressed)
+                .where(_due(as_of), suppressed)
                 .values(status=EmailStatus.SUPPRESSED)
             )
         ),
@@ -60,7 +60,7 @@ def _settle_unsendable(
         rowcount(
             session.execute(
                 update(OutboxEmail)
-                .where(*_due(as_of), OutboxEmail.due_at < as_of - lateness)
+                .where(_due(as_of), OutboxEmail.due_at < as_of - lateness)
                 .values(status=EmailStatus.SKIPPED_LATE)
             )
         ),
@@ -85,13 +85,13 @@ def send_due_emails(
             or 0
         )
         if dry_run:
-            summary.would_send = session.scalar(select(func.count()).where(*_due(as_of))) or 0
+            summary.would_send = session.scalar(select(func.count()).where(_due(as_of))) or 0
             return summary
         _settle_unsendable(session, as_of, lateness, summary)
         if sender.records_only:
             recorded = session.execute(
                 update(OutboxEmail)
-                .where(*_due(as_of))
+                .where(_due(as_of))
                 .values(status=EmailStatus.RECORDED, sent_at=as_of)
             )
             summary.add("recorded", rowcount(recorded))
@@ -119,7 +119,7 @@ def _claim(
     with factory() as session, session.begin():
         query = (
             select(OutboxEmail)
-            .where(*_due(as_of), OutboxEmail.id.not_in(attempted))
+            .where(_due(as_of), OutboxEmail.id.not_in(attempted))
             .order_by(OutboxEmail.due_at, OutboxEmail.id)
             .limit(batch_size)
         )

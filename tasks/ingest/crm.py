@@ -130,11 +130,12 @@ def import_opportunities(
                 )
             )
         )
-        owners = dict(
-            session.execute(
+        owners: dict[int | None, int | None] = {
+            row.id: row.owner_id
+            for row in session.execute(
                 select(Lead.id, Lead.owner_id).where(Lead.id.in_(set(leads.values())))
-            ).all()
-        )
+            )
+        }
         kept: list[tuple[Record, ImportOutcome, int | None, list[str]]] = []
         new: list[dict[str, Any]] = []
         won_leads: set[int] = set()
@@ -222,15 +223,16 @@ def import_activities(
     result = CrmImportResult()
     for path, batch in _batches(files, "activity"):
         leads = _leads_for(session, batch)
-        deals = dict(
-            session.execute(
+        deals: dict[str, int] = {
+            str(row.external_id): row.id
+            for row in session.execute(
                 select(Opportunity.external_id, Opportunity.id).where(
                     Opportunity.external_id.in_(
                         {r.fields["deal_id"] for r in batch if r.fields.get("deal_id")}
                     )
                 )
-            ).all()
-        )
+            )
+        }
         kept: list[tuple[Record, ImportOutcome, int | None, list[str]]] = []
         rows: list[tuple[Record, dict[str, Any]]] = []
         for record in batch:

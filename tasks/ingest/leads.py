@@ -136,8 +136,7 @@ def _write_batch(
         ids = session.scalars(
             insert(Lead).returning(Lead.id, sort_by_parameter_order=True), rows
         ).all()
-        for key, lead_id in zip(creating, ids, strict=True):
-            known[key] = lead_id
+        known.update(zip(creating, ids, strict=True))
         result.new_lead_ids.extend(ids)
     _fill_empty_fields(session, {known[k]: v for k, v in fills.items() if v})
 
@@ -145,8 +144,9 @@ def _write_batch(
     first_rows = {id(record) for record, _ in creating.values()}
     for record, lead in batch:
         key = _identity(lead)
+        lead_id: int | None = None
         if lead.rejected or key is None:
-            outcome, lead_id = ImportOutcome.REJECTED, None
+            outcome = ImportOutcome.REJECTED
         else:
             outcome = ImportOutcome.ACCEPTED if id(record) in first_rows else ImportOutcome.MERGED
             lead_id = known[key]
