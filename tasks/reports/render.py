@@ -91,6 +91,12 @@ def render_story(
     say(f"   Outbox: {_join(report['emails_by_status'])}.")
     say(f"   By template: {_join(report['emails_by_template'])}.")
     say("")
+    say("[bold]6. Every decision on the record[/]")
+    say(
+        f"   {_n(report['daily_runs'])} daily runs made {_n(sum(report['decisions'].values()))} "
+        f"decisions, each with its rule, facts and run: {_join(report['decisions'])}."
+    )
+    say("")
     render_summary(report, console)
     say(f"Finished in {seconds:.0f} s. Check any number against the store:")
     for what in ("leads", "opportunities", "emails", "decisions", "followups"):

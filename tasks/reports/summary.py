@@ -19,6 +19,8 @@ from tasks.store.models import (
     Opportunity,
     OpportunityStatus,
     OutboxEmail,
+    Run,
+    RunKind,
 )
 
 
@@ -105,7 +107,11 @@ def pipeline_summary(session: Session) -> dict[str, Any]:
             .order_by(Lead.source)
         ).all()
     ]
+    decisions = _counts(q(select(Decision.action, func.count()).group_by(Decision.action)).all())
+    runs = q(select(func.count()).select_from(Run).where(Run.kind == RunKind.DAILY)).scalar_one()
     return {
+        "daily_runs": int(runs),
+        "decisions": decisions,
         "imports": imports,
         "leads_by_status": leads_by_status,
         "disqualified_by_reason": disqualified_by_reason,
