@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, String, and_, cast, false, not_, or_, true
 
 from tasks.rules.conditions import BoolOp, Compare, Condition, Not
-from tasks.rules.facts import DAYS_FACTS, FactSet
+from tasks.rules.facts import DAYS_FACTS
 
 
-def compile_condition(condition: Condition, facts: FactSet) -> ColumnElement[bool]:
+class FactSource(Protocol):
+    """Where a condition reads its facts: SQL expressions, or columns of a query computing them."""
+
+    def value(self, fact: str) -> Any: ...
+
+    def days_bound(self, days: int) -> dt.datetime: ...
+
+
+def compile_condition(condition: Condition, facts: FactSource) -> ColumnElement[bool]:
     match condition:
         case BoolOp(op="and", operands=operands):
             return and_(true(), *(compile_condition(o, facts) for o in operands))
@@ -45,7 +54,7 @@ def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[b
     }[op]
 
 
-def _days(facts: FactSet, fact: str, op: str, value: Any) -> ColumnElement[bool]:
+def _days(facts: FactSource, fact: str, op: str, value: Any) -> ColumnElement[bool]:
     """``days_since_x OP n`` as a comparison of the timestamp x with ``as_of - n days``.
 
     With whole days d = floor((as_of - x) / 1 day): d >= n  <=>  x <= as_of - n days.

@@ -38,6 +38,20 @@ ELIGIBLE = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus
 
 
 @dataclass(frozen=True)
+class ComputedFacts:
+    """Facts read from the columns of an inner query that computed them."""
+
+    facts: FactSet
+    inner: Any
+
+    def value(self, fact: str) -> Any:
+        return self.inner.c[fact]
+
+    def days_bound(self, days: int) -> dt.datetime:
+        return self.facts.days_bound(days)
+
+
+@dataclass(frozen=True)
 class Match:
     lead_id: int
     episode: str
@@ -58,9 +72,15 @@ def find_matches(
     """The leads a rule applies to as of ``as_of``, with the facts that made it true."""
     facts = FactSet(as_of, session.get_bind().dialect.name)
     used = sorted(facts_used(rule.when))
-    columns = [facts.value(name).label(name) for name in used]
-    query = (
-        select(Lead.id, facts.cycle_start().label("cycle"), Lead.owner_assigned_at, *columns)
+    # Facts are computed once per lead in an inner query, then filtered: a fact used in both
+    # the condition and the explanation is not evaluated twice.
+    inner = (
+        select(
+            Lead.id.label("id"),
+            facts.cycle_start().label("cycle"),
+            Lead.owner_assigned_at.label("owner_assigned_at"),
+            *(facts.value(name).label(name) for name in used),
+        )
         .where(
             Lead.merged_into_id.is_(None),
             Lead.status.in_(ELIGIBLE),
@@ -68,9 +88,13 @@ def find_matches(
             ~exists().where(
                 Opportunity.lead_id == Lead.id, Opportunity.status == OpportunityStatus.OPEN
             ),
-            compile_condition(rule.when, facts),
         )
-        .order_by(Lead.id)
+        .subquery("facts")
+    )
+    query = (
+        select(inner)
+        .where(compile_condition(rule.when, ComputedFacts(facts, inner)))
+        .order_by(inner.c.id)
     )
     matches = []
     for row in session.execute(query):
