@@ -1,7 +1,8 @@
 """The outbox: every email is a row with a unique key, rendered and stored before any send.
 
 A rerun, backfill or concurrent run that asks for the same email (same ``dedupe_key``) inserts
-nothing. Suppressed addresses get a row in status ``suppressed`` and are never sent.
+nothing. Suppressed addresses get a row in status ``suppressed`` and are never sent; a lead
+without an address gets no row (the decision that wanted the email is recorded elsewhere).
 """
 
 from __future__ import annotations
@@ -10,37 +11,45 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
+from tasks.config.models import Sending
 from tasks.store.models import EmailStatus, Lead, OutboxEmail, Owner, Suppression
 from tasks.store.upsert import insert_ignore
 
+# Only for development and tests: production sets NURTURE_SECRET, or links become guessable.
 DEV_SECRET = "nurture-development-secret"
+# Leads loaded per query: well under SQLite's bound-parameter limit.
+BATCH = 1000
 
 
 @dataclass(frozen=True)
 class QueuedEmail:
-    dedupe_key: str
+    dedupe_key: str  # e.g. "cadence:{enrolment_id}:{step}", "decision:{id}", "followup:{id}"
     lead_id: int
-    template: str
-    context: dict[str, Any]
-    due_at: dt.datetime
+    template: str  # a name in config.templates
+    context: dict[str, Any]  # extra template variables (reason, whats_new, ...)
+    due_at: dt.datetime  # aware UTC
     opportunity_id: int | None = None
     enrolment_id: int | None = None
     step: int | None = None
     decision_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def email_token(dedupe_key: str) -> str:
-    """An unguessable per-email token (unsubscribe links, reply threading), derived, not stored."""
+    """An unguessable per-email token, derived from the key rather than stored."""
     secret = os.environ.get("NURTURE_SECRET", DEV_SECRET).encode()
     return hmac.new(secret, dedupe_key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def unsubscribe_url(sending: Sending, dedupe_key: str) -> str:
+    return sending.unsubscribe_url.replace("{token}", email_token(dedupe_key))
 
 
 def enqueue_emails(
@@ -52,75 +61,89 @@ def enqueue_emails(
     as_of: dt.datetime,
 ) -> list[int]:
     """Render and insert the emails not yet in the outbox; return the ids of the new rows."""
-    if not emails:
-        return []
-    lead_ids = {e.lead_id for e in emails}
-    people = {
-        row.id: row
-        for row in session.execute(
-            select(
-                Lead.id,
-                Lead.email,
-                Lead.email_key,
-                Lead.first_name,
-                Lead.last_name,
-                Lead.company,
-                Owner.name.label("owner_name"),
-                Owner.email.label("owner_email"),
-            )
-            .outerjoin(Owner, Owner.id == Lead.owner_id)
-            .where(Lead.id.in_(lead_ids))
+    unknown = sorted({e.template for e in emails} - config.templates.keys())
+    if unknown:
+        raise ValueError(f"unknown email template(s) {unknown}: not in config/templates/")
+    inserted: list[int] = []
+    for batch in _batches(emails, BATCH):
+        people = _recipients(session, {e.lead_id for e in batch})
+        rows = [
+            _row(config, email, people[email.lead_id], run_id=run_id, as_of=as_of)
+            for email in batch
+            if email.lead_id in people and people[email.lead_id].email
+        ]
+        inserted += insert_ignore(session, OutboxEmail, rows, ["dedupe_key"])
+    return inserted
+
+
+def _batches(emails: Sequence[QueuedEmail], size: int) -> Iterator[Sequence[QueuedEmail]]:
+    for start in range(0, len(emails), size):
+        yield emails[start : start + size]
+
+
+def _recipients(session: Session, lead_ids: set[int]) -> dict[int, Row[Any]]:
+    """Leads, their owners and whether their address is suppressed: one query."""
+    query = (
+        select(
+            Lead.id,
+            Lead.email,
+            Lead.first_name,
+            Lead.last_name,
+            Lead.company,
+            Owner.name.label("owner_name"),
+            Owner.email.label("owner_email"),
+            Suppression.id.label("suppression_id"),
         )
-    }
-    keys = {p.email_key for p in people.values() if p.email_key}
-    suppressed = set(
-        session.scalars(select(Suppression.email_key).where(Suppression.email_key.in_(keys)))
+        .outerjoin(Owner, Owner.id == Lead.owner_id)
+        .outerjoin(Suppression, Suppression.email_key == Lead.email_key)
+        .where(Lead.id.in_(lead_ids))
     )
+    return {row.id: row for row in session.execute(query)}
+
+
+def _row(
+    config: NurtureConfig,
+    email: QueuedEmail,
+    person: Row[Any],
+    *,
+    run_id: int | None,
+    as_of: dt.datetime,
+) -> dict[str, Any]:
     sending = config.sending
-    rows = []
-    for email in emails:
-        person = people.get(email.lead_id)
-        if person is None or not person.email:
-            continue  # no address, nothing to send: the decision itself is still recorded
-        token = email_token(email.dedupe_key)
-        # Lead fields are data handed to the template, never template source: markup or
-        # "{{ }}" in a name stays inert (and is escaped in the HTML part).
-        context = {
-            "lead": {
-                "first_name": person.first_name,
-                "last_name": person.last_name,
-                "company": person.company,
-                "email": person.email,
-            },
-            "owner": {
-                "name": person.owner_name or sending.from_name,
-                "email": person.owner_email or sending.from_email,
-            },
-            "sender": sending,
-            "unsubscribe_url": sending.unsubscribe_url.replace("{token}", token),
-            **email.context,
-        }
-        rendered = config.templates[email.template].render(context)
-        rows.append(
-            {
-                "dedupe_key": email.dedupe_key,
-                "lead_id": email.lead_id,
-                "opportunity_id": email.opportunity_id,
-                "enrolment_id": email.enrolment_id,
-                "step": email.step,
-                "decision_id": email.decision_id,
-                "template": email.template,
-                "to_email": person.email,
-                "subject": rendered.subject,
-                "body_text": rendered.text,
-                "body_html": rendered.html,
-                "status": (
-                    EmailStatus.SUPPRESSED if person.email_key in suppressed else EmailStatus.QUEUED
-                ),
-                "due_at": email.due_at,
-                "created_at": as_of,
-                "attempts": 0,
-                "run_id": run_id,
-            }
-        )
-    return insert_ignore(session, OutboxEmail, rows, ["dedupe_key"])
+    # Lead fields are values handed to the template, never template source: markup or "{{ }}"
+    # in a name stays inert, and the HTML part escapes it.
+    context = {
+        "lead": {
+            "first_name": person.first_name,
+            "last_name": person.last_name,
+            "company": person.company,
+            "email": person.email,
+        },
+        "owner": {
+            "name": person.owner_name or sending.from_name,
+            "email": person.owner_email or sending.from_email,
+        },
+        "sender": sending,
+        "unsubscribe_url": unsubscribe_url(sending, email.dedupe_key),
+        **email.context,
+    }
+    rendered = config.templates[email.template].render(context)
+    suppressed = person.suppression_id is not None
+    return {
+        "dedupe_key": email.dedupe_key,
+        "lead_id": email.lead_id,
+        "opportunity_id": email.opportunity_id,
+        "enrolment_id": email.enrolment_id,
+        "step": email.step,
+        "decision_id": email.decision_id,
+        "template": email.template,
+        "to_email": person.email,
+        "subject": rendered.subject,
+        "body_text": rendered.text,
+        "body_html": rendered.html,
+        "status": EmailStatus.SUPPRESSED if suppressed else EmailStatus.QUEUED,
+        "due_at": email.due_at,
+        "created_at": as_of,
+        "attempts": 0,
+        "run_id": run_id,
+    }

@@ -1,16 +1,22 @@
 """Who delivers an email: SendGrid through its official client, or nobody (the outbox only).
 
-The ``sendgrid`` client has no timeout and no retry of its own: the timeout is set here and the
-retry policy lives in ``sending.py``, where the store can make it exactly-once.
+The ``sendgrid`` client has no timeout and no retry of its own: the timeout is set here, and the
+retry policy lives in ``sending.py``, where the store makes it exactly-once. A sender reports
+what happened; it never decides what to do next.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import time
 import urllib.error
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import sendgrid
+from python_http_client.exceptions import HTTPError
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 
@@ -35,86 +41,143 @@ class SendResult:
     message_id: str | None = None
     retryable: bool = False
     error: str | None = None
+    #: The HTTP status SendGrid answered with; None when no answer came back at all.
+    status: int | None = None
+    #: Seconds until SendGrid's rate limit resets (a 429's ``X-RateLimit-Reset``).
+    retry_after: float | None = None
+    #: The request went out and no answer came back: SendGrid may have taken it. Resending
+    #: could deliver twice, so such a row waits for the webhook to say what happened.
+    maybe_sent: bool = False
 
 
 class EmailSender(Protocol):
-    #: True when the sender only records (nothing leaves the machine).
+    #: True when the sender only records: ``send_due_emails`` then settles rows in bulk.
     records_only: bool
 
     def send(self, message: OutgoingMessage) -> SendResult: ...
 
 
 class OutboxOnlySender:
-    """The embedded default: emails stay in the outbox as ``recorded``; nothing is sent."""
+    """The embedded default: emails stay in the outbox as ``recorded``; nothing leaves."""
 
     records_only = True
 
-    def send(self, message: OutgoingMessage) -> SendResult:  # pragma: no cover - never called
-        raise RuntimeError("the outbox-only sender records emails in bulk and sends nothing")
+    def send(self, message: OutgoingMessage) -> SendResult:
+        return SendResult(ok=True)
 
 
 class SendGridSender:
     records_only = False
 
     def __init__(self, api_key: str, host: str | None = None, timeout: float = 10.0) -> None:
-        import sendgrid
-
-        self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=host or DEFAULT_HOST)
-        self._client.client.timeout = timeout
-
-    def payload(self, message: OutgoingMessage) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "personalizations": [{"to": [{"email": message.to_email}]}],
-            "from": {"email": message.from_email, "name": message.from_name},
-            "subject": message.subject,
-            "content": [
-                {"type": "text/plain", "value": message.text},
-                {"type": "text/html", "value": message.html},
-            ],
-            # Our own id travels with every webhook event: how a send is reconciled.
-            "custom_args": {
-                "nurture_email_id": str(message.email_id),
-                "dedupe_key": message.dedupe_key,
-            },
-            "headers": {
-                "List-Unsubscribe": f"<{message.unsubscribe_url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            },
-        }
-        if message.reply_to:
-            body["reply_to"] = {"email": message.reply_to}
-        return body
+        if timeout <= 0:
+            # python_http_client uses ``timeout or self.timeout``: 0 would mean "wait forever".
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = timeout
+        self._api = sendgrid.SendGridAPIClient(
+            api_key=api_key, host=host or os.environ.get("SENDGRID_API_HOST") or DEFAULT_HOST
+        )
+        # python_http_client reads ``self.timeout`` on every request and copies it into each
+        # child client it builds (``client.mail.send``): setting it on the root covers them all.
+        self._api.client.timeout = timeout
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        from python_http_client.exceptions import HTTPError
-
         try:
-            response = self._client.client.mail.send.post(request_body=self.payload(message))
-        except HTTPError as exc:
-            status = int(getattr(exc, "status_code", 0) or 0)
+            response = self._api.client.mail.send.post(request_body=sendgrid_payload(message))
+        except HTTPError as exc:  # SendGrid answered 4xx or 5xx
+            return _from_http_error(exc)
+        except (OSError, http.client.HTTPException) as exc:
+            # No answer: refused, reset or timed out. urllib's URLError and socket timeouts are
+            # OSErrors; a connection dropped mid-answer is an HTTPException.
+            # urllib wraps failures before the request was written in URLError: safe to retry.
+            # Anything else came after the request went out.
+            maybe_sent = not isinstance(exc, urllib.error.URLError)
             return SendResult(
                 ok=False,
-                retryable=status == 429 or status >= 500,
-                error=f"HTTP {status}: {_sendgrid_error(getattr(exc, 'body', b''))}",
+                retryable=not maybe_sent,
+                maybe_sent=maybe_sent,
+                error=self._no_answer(exc),
             )
-        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
-            return SendResult(ok=False, retryable=True, error=f"transport: {exc}")
-        headers = {k.lower(): v for k, v in dict(response.headers or {}).items()}
-        return SendResult(ok=True, message_id=headers.get("x-message-id"))
+        return SendResult(
+            ok=True, message_id=response.headers.get("X-Message-Id"), status=response.status_code
+        )
+
+    def _no_answer(self, exc: BaseException) -> str:
+        if isinstance(exc, urllib.error.URLError):
+            # urllib wraps failures while connecting or writing the request: it did not arrive.
+            reason = exc.reason
+            if isinstance(reason, TimeoutError):
+                return f"could not reach SendGrid within {self.timeout:g} s"
+            return f"could not reach SendGrid: {type(reason).__name__}: {reason}"
+        if isinstance(exc, TimeoutError):
+            # Raised while waiting for the answer: the request was sent and may have been taken.
+            return f"no answer from SendGrid within {self.timeout:g} s (the request was sent)"
+        return f"no answer from SendGrid: {type(exc).__name__}: {exc}"
 
 
-def _sendgrid_error(body: bytes | str) -> str:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+def sendgrid_payload(message: OutgoingMessage) -> dict[str, Any]:
+    """The v3 ``/mail/send`` body: both parts, our ids for the webhook, one-click unsubscribe."""
+    body: dict[str, Any] = {
+        "personalizations": [{"to": [{"email": message.to_email}]}],
+        "from": {"email": message.from_email, "name": message.from_name},
+        "subject": message.subject,
+        # SendGrid requires text/plain before text/html.
+        "content": [
+            {"type": "text/plain", "value": message.text},
+            {"type": "text/html", "value": message.html},
+        ],
+        # Echoed on every webhook event: how a send is reconciled after a crash.
+        "custom_args": {
+            "nurture_email_id": str(message.email_id),
+            "dedupe_key": message.dedupe_key,
+        },
+        # RFC 8058 one-click unsubscribe, which Gmail and Yahoo require of bulk senders.
+        "headers": {
+            "List-Unsubscribe": f"<{message.unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    }
+    if message.reply_to:
+        body["reply_to"] = {"email": message.reply_to}
+    return body
+
+
+def _from_http_error(exc: HTTPError) -> SendResult:
+    status = int(exc.status_code)
+    return SendResult(
+        ok=False,
+        retryable=status == 429 or status >= 500,
+        error=f"SendGrid {status}: {_error_message(exc.body)}",
+        status=status,
+        retry_after=_rate_limit_wait(exc.headers) if status == 429 else None,
+    )
+
+
+def _error_message(body: bytes | str | None) -> str:
+    """SendGrid's own words from ``{"errors": [{"message", "field"}]}``, else the raw body."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
     try:
-        errors = json.loads(text).get("errors", [])
-        return "; ".join(str(e.get("message", e)) for e in errors) or text[:500]
-    except (ValueError, AttributeError):
-        return text[:500]
+        errors = json.loads(text)["errors"]
+        parts = [
+            e["message"] + (f" (field: {e['field']})" if e.get("field") else "") for e in errors
+        ]
+    except (ValueError, KeyError, TypeError):
+        return text[:500] or "no error body"
+    return "; ".join(parts)[:500] or "no error message"
+
+
+def _rate_limit_wait(headers: Any) -> float | None:
+    """Seconds until the limit resets: ``X-RateLimit-Reset`` is a Unix time in seconds."""
+    reset = headers.get("X-RateLimit-Reset") if headers is not None else None
+    try:
+        return max(float(reset) - time.time(), 0.0) if reset is not None else None
+    except ValueError:
+        return None
 
 
 def sender_from_env() -> EmailSender:
-    """SendGrid when ``SENDGRID_API_KEY`` is set, else the outbox only."""
+    """SendGrid when ``SENDGRID_API_KEY`` is set (host from ``SENDGRID_API_HOST``), else none."""
     key = os.environ.get("SENDGRID_API_KEY")
     if not key:
         return OutboxOnlySender()
-    return SendGridSender(key, host=os.environ.get("SENDGRID_API_HOST"))
+    return SendGridSender(key)

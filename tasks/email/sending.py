@@ -1,70 +1,73 @@
-"""Send due emails exactly once: claim, commit, send, record; never resend blindly.
+"""Send due emails exactly once: claim and commit, then send, then record; never resend blindly.
 
-States: queued -> sending -> sent | failed (or back to queued when retryable), and queued ->
-suppressed | skipped_late | recorded (outbox only). A row is marked ``sending`` and committed
-before the HTTP call; a row found in ``sending`` later (a crash mid-send) is left for
-reconciliation from the webhook's ``processed`` event and is never sent again by this path.
+    queued -> sending -> sent | failed | queued (retryable, up to MAX_ATTEMPTS)
+    queued -> suppressed | skipped_late | recorded (outbox only)
+
+A batch is marked ``sending`` (attempts + 1) and committed before any HTTP call. SendGrid has no
+idempotency key, so a row found in ``sending`` (a crash between the call and the record) may or
+may not have gone out: it is left alone and counted as ``needs_reconcile``, to be settled from
+the webhook's ``processed`` event, which carries our ``nurture_email_id``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, func, select, update
+from sqlalchemy import ColumnElement, Engine, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasks.config.loader import NurtureConfig
-from tasks.email.outbox import email_token
-from tasks.email.senders import EmailSender, OutgoingMessage
+from tasks.config.loader import NurtureConfig, load_config
+from tasks.config.models import Sending
+from tasks.email.outbox import unsubscribe_url
+from tasks.email.senders import EmailSender, OutgoingMessage, SendResult
 from tasks.store.models import EmailStatus, Lead, OutboxEmail, Suppression
 from tasks.store.upsert import rowcount
 
 MAX_ATTEMPTS = 5
+# A 429 whose limit resets sooner than this is waited out; a longer one stops the run.
+MAX_RATE_LIMIT_PAUSE = 30.0
+# Retryable failures in a row before the run stops: the API is down, so the rest would only
+# burn attempts (and, when it hangs, a full timeout each).
+MAX_FAILURES_IN_A_ROW = 3
+# Answers that concern the account (bad key, unverified sender), not the email: every other
+# email would get the same, so the run stops and the email keeps its attempt.
+ACCOUNT_ERRORS = (401, 403)
+SAMPLE = 10
 
 
 @dataclass
 class SendSummary:
-    by_status: dict[str, int] = field(default_factory=dict)
+    """Rows per resulting status. In a dry run, what would happen; nothing was written."""
+
+    sent: int = 0
+    recorded: int = 0
+    failed: int = 0
+    #: Claimed but back in the queue for a later run (retryable failure, or the run stopped).
+    queued: int = 0
+    suppressed: int = 0
+    skipped_late: int = 0
+    #: Found in ``sending`` at the start: outcome unknown, never resent here.
     needs_reconcile: int = 0
-    would_send: int = 0
-
-    def add(self, status: str, n: int = 1) -> None:
-        if n:
-            self.by_status[status] = self.by_status.get(status, 0) + n
-
-
-def _due(as_of: dt.datetime) -> ColumnElement[bool]:
-    return and_(OutboxEmail.status == EmailStatus.QUEUED, OutboxEmail.due_at <= as_of)
+    dry_run: bool = False
+    #: Dry run: the first emails that would be handed to the sender, in send order.
+    would_send_ids: list[int] = field(default_factory=list)
+    #: Why the run stopped before the queue was empty (account error, outage, rate limit).
+    stopped: str | None = None
 
 
-def _settle_unsendable(
-    session: Session, as_of: dt.datetime, lateness: dt.timedelta, summary: SendSummary
-) -> None:
-    """Suppressed addresses (checked now, at send time) and emails whose moment has passed."""
-    suppressed = OutboxEmail.lead_id.in_(
-        select(Lead.id).join(Suppression, Suppression.email_key == Lead.email_key)
-    )
-    summary.add(
-        "suppressed",
-        rowcount(
-            session.execute(
-                update(OutboxEmail)
-                .where(_due(as_of), suppressed)
-                .values(status=EmailStatus.SUPPRESSED)
-            )
-        ),
-    )
-    summary.add(
-        "skipped_late",
-        rowcount(
-            session.execute(
-                update(OutboxEmail)
-                .where(_due(as_of), OutboxEmail.due_at < as_of - lateness)
-                .values(status=EmailStatus.SKIPPED_LATE)
-            )
-        ),
-    )
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    dedupe_key: str
+    to_email: str
+    subject: str
+    body_text: str
+    body_html: str
+    due_at: dt.datetime
+    attempts: int
 
 
 def send_due_emails(
@@ -77,101 +80,285 @@ def send_due_emails(
     batch_size: int = 500,
     dry_run: bool = False,
 ) -> SendSummary:
-    summary = SendSummary()
+    """Hand every email due at ``as_of`` to ``sender`` at most once; see the module docstring."""
     factory = sessionmaker(engine, expire_on_commit=False)
-    with factory() as session, session.begin():
-        summary.needs_reconcile = (
-            session.scalar(select(func.count()).where(OutboxEmail.status == EmailStatus.SENDING))
-            or 0
-        )
+    summary = SendSummary(dry_run=dry_run)
+    with factory() as session:
+        summary.needs_reconcile = _count(session, OutboxEmail.status == EmailStatus.SENDING)
         if dry_run:
-            summary.would_send = session.scalar(select(func.count()).where(_due(as_of))) or 0
+            _preview(session, sender, as_of, lateness, summary)
             return summary
-        _settle_unsendable(session, as_of, lateness, summary)
-        if sender.records_only:
-            recorded = session.execute(
-                update(OutboxEmail)
-                .where(_due(as_of))
-                .values(status=EmailStatus.RECORDED, sent_at=as_of)
-            )
-            summary.add("recorded", rowcount(recorded))
-            return summary
-    if config is None:
-        from tasks.stages import current_config
-
-        config = current_config()
-    attempted: set[int] = set()
-    while claimed := _claim(factory, as_of, batch_size, attempted):
-        for email in claimed:
-            attempted.add(email.id)
-            _deliver(factory, sender, config, email, as_of, summary)
+    if sender.records_only:
+        while _record_batch(factory, as_of, lateness, batch_size, summary):
+            pass
+        return summary
+    sending = (config or load_config()).sending
+    after: tuple[dt.datetime, int] | None = None
+    while summary.stopped is None:
+        batch = _claim(factory, as_of, lateness, batch_size, after, summary)
+        if not batch:
+            break
+        # Walk forward: a row requeued by this run is not claimed again until the next run.
+        after = (batch[-1].due_at, batch[-1].id)
+        _deliver(factory, sender, sending, batch, as_of, summary)
     return summary
 
 
-def _claim(
-    factory: sessionmaker[Session], as_of: dt.datetime, batch_size: int, attempted: set[int]
-) -> list[OutboxEmail]:
-    """Mark a batch ``sending`` and commit before any HTTP call (row locks on PostgreSQL).
+# --- which rows ---------------------------------------------------------------------------
 
-    Rows already attempted in this call are not claimed again: a retryable failure waits for
-    the next run instead of hammering a struggling API.
-    """
-    with factory() as session, session.begin():
-        query = (
-            select(OutboxEmail)
-            .where(_due(as_of), OutboxEmail.id.not_in(attempted))
-            .order_by(OutboxEmail.due_at, OutboxEmail.id)
-            .limit(batch_size)
+
+def _due(as_of: dt.datetime) -> ColumnElement[bool]:
+    return and_(OutboxEmail.status == EmailStatus.QUEUED, OutboxEmail.due_at <= as_of)
+
+
+def _suppressed() -> ColumnElement[bool]:
+    # The lead's address now, and the address the email was rendered for (they can differ).
+    return or_(
+        OutboxEmail.lead_id.in_(
+            select(Lead.id).join(Suppression, Suppression.email_key == Lead.email_key)
+        ),
+        func.lower(OutboxEmail.to_email).in_(select(Suppression.email_key)),
+    )
+
+
+def _late(as_of: dt.datetime, lateness: dt.timedelta) -> ColumnElement[bool]:
+    return OutboxEmail.due_at < as_of - lateness
+
+
+def _next_ids(
+    as_of: dt.datetime, batch_size: int, after: tuple[dt.datetime, int] | None
+) -> Select[tuple[int]]:
+    query = (
+        select(OutboxEmail.id)
+        .where(_due(as_of))
+        .order_by(OutboxEmail.due_at, OutboxEmail.id)
+        .limit(batch_size)
+    )
+    if after is not None:
+        due_at, last_id = after
+        query = query.where(
+            or_(
+                OutboxEmail.due_at > due_at,
+                and_(OutboxEmail.due_at == due_at, OutboxEmail.id > last_id),
+            )
         )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = list(session.scalars(query))
-        for row in rows:
-            row.status = EmailStatus.SENDING
-            row.attempts += 1
-        return rows
+    return query
+
+
+def _count(session: Session, *where: ColumnElement[bool]) -> int:
+    return session.scalar(select(func.count(OutboxEmail.id)).where(*where)) or 0
+
+
+# --- one short transaction per batch ---------------------------------------------------------
+
+
+def _settle_unsendable(
+    session: Session, as_of: dt.datetime, lateness: dt.timedelta, summary: SendSummary
+) -> None:
+    """Suppressed (checked at send time, not only at enqueue) first, then too late."""
+    for status, condition in (
+        (EmailStatus.SUPPRESSED, _suppressed()),
+        (EmailStatus.SKIPPED_LATE, _late(as_of, lateness)),
+    ):
+        result = session.execute(
+            update(OutboxEmail)
+            .where(_due(as_of), condition)
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
+        setattr(summary, status.value, getattr(summary, status.value) + rowcount(result))
+
+
+def _batch_filter(
+    session: Session, as_of: dt.datetime, batch_size: int, after: tuple[dt.datetime, int] | None
+) -> ColumnElement[bool]:
+    ids = _next_ids(as_of, batch_size, after)
+    if session.get_bind().dialect.name == "postgresql":
+        # Concurrent workers each lock their own batch; the rows stay locked until commit.
+        locked = list(session.scalars(ids.with_for_update(skip_locked=True)))
+        return OutboxEmail.id.in_(locked)
+    # SQLite: one UPDATE; the database's single write lock keeps concurrent claims apart.
+    return OutboxEmail.id.in_(ids)
+
+
+def _claim(
+    factory: sessionmaker[Session],
+    as_of: dt.datetime,
+    lateness: dt.timedelta,
+    batch_size: int,
+    after: tuple[dt.datetime, int] | None,
+    summary: SendSummary,
+) -> list[Claimed]:
+    """Mark the next batch ``sending``, attempts + 1, and commit before any HTTP call."""
+    with factory() as session, session.begin():
+        _settle_unsendable(session, as_of, lateness, summary)
+        rows = session.execute(
+            update(OutboxEmail)
+            .where(_batch_filter(session, as_of, batch_size, after), _due(as_of))
+            .values(status=EmailStatus.SENDING, attempts=OutboxEmail.attempts + 1)
+            .returning(
+                OutboxEmail.id,
+                OutboxEmail.dedupe_key,
+                OutboxEmail.to_email,
+                OutboxEmail.subject,
+                OutboxEmail.body_text,
+                OutboxEmail.body_html,
+                OutboxEmail.due_at,
+                OutboxEmail.attempts,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        claimed = [Claimed(*row) for row in rows]
+    # RETURNING order is unspecified; send in due order.
+    return sorted(claimed, key=lambda c: (c.due_at, c.id))
+
+
+def _record_batch(
+    factory: sessionmaker[Session],
+    as_of: dt.datetime,
+    lateness: dt.timedelta,
+    batch_size: int,
+    summary: SendSummary,
+) -> int:
+    """Outbox only: one set-based UPDATE per batch, no per-row work."""
+    with factory() as session, session.begin():
+        _settle_unsendable(session, as_of, lateness, summary)
+        result = session.execute(
+            update(OutboxEmail)
+            .where(_batch_filter(session, as_of, batch_size, None), _due(as_of))
+            .values(status=EmailStatus.RECORDED, sent_at=as_of)
+            .execution_options(synchronize_session=False)
+        )
+    summary.recorded += rowcount(result)
+    return rowcount(result)
+
+
+def _preview(
+    session: Session,
+    sender: EmailSender,
+    as_of: dt.datetime,
+    lateness: dt.timedelta,
+    summary: SendSummary,
+) -> None:
+    """Dry run: the same predicates as a real run, read only."""
+    due, suppressed, late = _due(as_of), _suppressed(), _late(as_of, lateness)
+    summary.suppressed = _count(session, due, suppressed)
+    summary.skipped_late = _count(session, due, ~suppressed, late)
+    ready = (due, ~suppressed, ~late)
+    n = _count(session, *ready)
+    if sender.records_only:
+        summary.recorded = n
+    else:
+        summary.sent = n
+    first = select(OutboxEmail.id).where(*ready).order_by(OutboxEmail.due_at, OutboxEmail.id)
+    summary.would_send_ids = list(session.scalars(first.limit(SAMPLE)))
+
+
+# --- sending a claimed batch -------------------------------------------------------------------
 
 
 def _deliver(
     factory: sessionmaker[Session],
     sender: EmailSender,
-    config: NurtureConfig,
-    email: OutboxEmail,
+    sending: Sending,
+    batch: list[Claimed],
     as_of: dt.datetime,
     summary: SendSummary,
 ) -> None:
-    sending = config.sending
-    result = sender.send(
-        OutgoingMessage(
-            email_id=email.id,
-            dedupe_key=email.dedupe_key,
-            to_email=email.to_email,
-            from_email=sending.from_email,
-            from_name=sending.from_name,
-            reply_to=sending.reply_to,
-            subject=email.subject,
-            text=email.body_text,
-            html=email.body_html,
-            unsubscribe_url=sending.unsubscribe_url.replace(
-                "{token}", email_token(email.dedupe_key)
-            ),
-        )
+    pending = list(batch)
+    failures_in_a_row = 0
+    try:
+        while pending and summary.stopped is None:
+            email = pending.pop(0)
+            # If send() raises, this row stays ``sending``: whether it left is unknown.
+            result = sender.send(_message(email, sending))
+            _record(factory, email, result, as_of, summary)
+            unanswered = result.retryable or result.maybe_sent
+            failures_in_a_row = failures_in_a_row + 1 if unanswered else 0
+            summary.stopped = _pace(result, failures_in_a_row)
+    finally:
+        # Claimed but never handed to the sender: safe to put back, and not an attempt.
+        _release(factory, [email.id for email in pending], summary)
+
+
+def _message(email: Claimed, sending: Sending) -> OutgoingMessage:
+    return OutgoingMessage(
+        email_id=email.id,
+        dedupe_key=email.dedupe_key,
+        to_email=email.to_email,
+        from_email=sending.from_email,
+        from_name=sending.from_name,
+        reply_to=sending.reply_to,
+        subject=email.subject,
+        text=email.body_text,
+        html=email.body_html,
+        unsubscribe_url=unsubscribe_url(sending, email.dedupe_key),
     )
+
+
+def outcome(result: SendResult, attempts: int) -> dict[str, Any]:
+    """The columns to write for a send's result (``attempts`` already counts this one)."""
     if result.ok:
-        values: dict[str, object] = {
-            "status": EmailStatus.SENT,
-            "sent_at": as_of,
-            "message_id": result.message_id,
-            "error": None,
+        return {"status": EmailStatus.SENT, "message_id": result.message_id, "error": None}
+    if result.maybe_sent:
+        # Exactly-once beats at-least-once: left in ``sending`` for the webhook to reconcile.
+        return {"status": EmailStatus.SENDING, "error": result.error}
+    if result.status in ACCOUNT_ERRORS:
+        return {
+            "status": EmailStatus.QUEUED,
+            "error": result.error,
+            "attempts": OutboxEmail.attempts - 1,
         }
-    elif result.retryable and email.attempts < MAX_ATTEMPTS:
-        values = {"status": EmailStatus.QUEUED, "error": result.error}
-    else:
-        values = {"status": EmailStatus.FAILED, "error": result.error}
+    if result.retryable and attempts < MAX_ATTEMPTS:
+        return {"status": EmailStatus.QUEUED, "error": result.error}
+    return {"status": EmailStatus.FAILED, "error": result.error}
+
+
+def _record(
+    factory: sessionmaker[Session],
+    email: Claimed,
+    result: SendResult,
+    as_of: dt.datetime,
+    summary: SendSummary,
+) -> None:
+    values = outcome(result, email.attempts)
+    if result.ok:
+        values["sent_at"] = as_of
     with factory() as session, session.begin():
         session.execute(
             update(OutboxEmail)
             .where(OutboxEmail.id == email.id, OutboxEmail.status == EmailStatus.SENDING)
             .values(**values)
+            .execution_options(synchronize_session=False)
         )
-    summary.add("retry_later" if values["status"] == EmailStatus.QUEUED else str(values["status"]))
+    if values["status"] is EmailStatus.SENDING:
+        summary.needs_reconcile += 1
+    else:
+        status = values["status"].value
+        setattr(summary, status, getattr(summary, status) + 1)
+
+
+def _pace(result: SendResult, failures_in_a_row: int) -> str | None:
+    """Wait out a short rate limit; say why the run must stop, if it must."""
+    if result.status in ACCOUNT_ERRORS:
+        return f"SendGrid refused the account: {result.error}"
+    if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+        return f"{failures_in_a_row} retryable failures in a row, last: {result.error}"
+    if result.retry_after is not None:
+        if result.retry_after > MAX_RATE_LIMIT_PAUSE:
+            return f"rate limited for {result.retry_after:.0f} s"
+        time.sleep(result.retry_after)
+    return None
+
+
+def _release(factory: sessionmaker[Session], ids: list[int], summary: SendSummary) -> None:
+    if not ids:
+        return
+    with factory() as session, session.begin():
+        result = session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.id.in_(ids), OutboxEmail.status == EmailStatus.SENDING)
+            .values(status=EmailStatus.QUEUED, attempts=OutboxEmail.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+    summary.queued += rowcount(result)
