@@ -59,7 +59,8 @@ def main(
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Plain text, never wrapped: scripts grep these lines for the file and line.
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 

@@ -7,20 +7,42 @@ from functools import lru_cache
 
 from dateutil import parser
 
+# dateutil fills the parts a value leaves out from a default (today, unless told): parsing with
+# two different defaults shows when it had to, so "March" or "5" is refused, not guessed.
+_DEFAULTS = (dt.datetime(2001, 1, 1), dt.datetime(2002, 2, 2))
+
 
 @lru_cache(maxsize=100_000)
 def parse_moment(value: str) -> dt.datetime | None:
-    """A datetime (aware, UTC when the value has no zone), or None when it is not a date."""
+    """An aware UTC datetime, or None when ``value`` is not a complete date.
+
+    A naive value is UTC; a date alone is midnight UTC; an offset is converted to UTC.
+    """
+    value = value.strip()
+    if not value:
+        return None
     try:
         moment = parser.isoparse(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         try:
-            moment = parser.parse(value, dayfirst=False)
+            first, second = (parser.parse(value, dayfirst=False, default=d) for d in _DEFAULTS)
         except (ValueError, OverflowError):
             return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        if first.date() != second.date():
+            return None
+        moment = first
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
 
 
 def parse_day(value: str) -> dt.date | None:
-    moment = parse_moment(value)
-    return moment.date() if moment else None
+    """A calendar date as written (no conversion to UTC: "2026-06-01" is the 1st everywhere)."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return parser.isoparse(value).date()
+    except (ValueError, OverflowError):
+        moment = parse_moment(value)
+        return moment.date() if moment else None

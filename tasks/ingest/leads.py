@@ -1,25 +1,33 @@
-"""Import lead files: every row kept with its outcome; exact-email duplicates merged.
+"""Import lead files: every row kept with its outcome; exact duplicates merged, never lost.
 
-Rows are read as a stream and written in batches with set-based SQL (one lookup per batch, bulk
-inserts). The caller's transaction covers the whole import: a structural error anywhere means
-nothing is written.
+Every file is read and judged before anything is written, so a structural error in the last
+file leaves the store untouched. Rows are then written in batches with set-based SQL: one
+lookup of existing leads per batch, bulk inserts, one bulk update of the fields duplicates fill.
+The caller owns the transaction (and commits it once): nothing here commits.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
-from tasks.decisions import NewDecision, record_decisions
-from tasks.ingest.dates import parse_moment
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import Record, read_records
+from tasks.ingest.rows import (
+    dialect_insert,
+    fit,
+    jsonable,
+    record_fresh_decisions,
+    table,
+    update_by_id,
+)
 from tasks.store.models import (
     DecisionAction,
     ImportKind,
@@ -30,13 +38,16 @@ from tasks.store.models import (
 )
 
 BATCH = 5_000
-# Fields a duplicate row may fill on the surviving lead; it never overwrites a value.
-FILLABLE = ("phone", "first_name", "last_name", "company", "title", "country", "budget",
-            "authority", "need", "timing")  # fmt: skip
+# Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
+FILLABLE = ("phone", "first_name", "last_name", "company", "title", "country", "source",
+            "budget", "authority", "need", "timing", "tags")  # fmt: skip
+_LOOKUP_COLUMNS = (Lead.id, Lead.email_key, Lead.merged_into_id, Lead.created_at,
+                   *(getattr(Lead, name) for name in FILLABLE))  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What became of one input row: ``(file, row, outcome, lead_id, reasons)``."""
+
     file: str
     row: int
     outcome: ImportOutcome
@@ -53,179 +64,327 @@ class LeadImportResult:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-def _identity(lead: CleanLead) -> str | None:
-    """The exact dedupe key: the folded email, else a phone with the person's name."""
-    if lead.email_key:
-        return f"email:{lead.email_key}"
-    if lead.phone:
-        # Colleagues share switchboards: a phone alone is not one person.
-        name = f"{(lead.first_name or '').casefold()} {(lead.last_name or '').casefold()}"
-        return f"phone:{lead.phone}:{name.strip()}"
+@dataclass(slots=True)
+class _Row:
+    file: str
+    record: Record
+    lead: CleanLead
+    key: str | None  # the dedupe identity; None for a rejected row
+
+
+@dataclass(slots=True)
+class _Stored:
+    """A lead already in the store, with the values a duplicate may fill."""
+
+    id: int
+    values: dict[str, Any]
+
+
+def identity(
+    email_key: str | None, phone: str | None, first: str | None, last: str | None
+) -> str | None:
+    """The exact dedupe key: the folded address; without one, the phone with the person's name.
+
+    A phone alone is not a person (colleagues share a switchboard), so it never merges by itself.
+    """
+    if email_key:
+        return f"email:{email_key}"
+    if phone:
+        return f"phone:{phone}:{(first or '').casefold()} {(last or '').casefold()}"
     return None
 
 
 def import_leads(
     session: Session,
-    files: list[Path],
+    files: Sequence[Path | str],
     *,
     run_id: int,
     as_of: dt.datetime,
     encoding: str | None = None,
 ) -> LeadImportResult:
-    result = LeadImportResult()
-    for path in files:
-        batch: list[tuple[Record, CleanLead]] = []
-        for record in read_records(path, "lead", encoding):
-            batch.append((record, clean_lead(record.fields)))
-            if len(batch) >= BATCH:
-                _write_batch(session, str(path), batch, run_id, as_of, result)
-                batch = []
-        _write_batch(session, str(path), batch, run_id, as_of, result)
-    return result
-
-
-def _existing(session: Session, batch: list[tuple[Record, CleanLead]]) -> dict[str, int]:
-    emails = {c.email_key for _, c in batch if c.email_key and not c.rejected}
-    phones = {c.phone for _, c in batch if c.phone and not c.email_key and not c.rejected}
-    found: dict[str, int] = {}
-    if emails:
-        for lead_id, key in session.execute(
-            select(Lead.id, Lead.email_key).where(
-                Lead.email_key.in_(emails), Lead.merged_into_id.is_(None)
-            )
-        ):
-            found[f"email:{key}"] = lead_id
-    if phones:
-        rows = session.execute(
-            select(Lead.id, Lead.phone, Lead.first_name, Lead.last_name).where(
-                Lead.phone.in_(phones), Lead.email_key.is_(None), Lead.merged_into_id.is_(None)
-            )
-        )
-        for lead_id, phone, first, last in rows:
-            name = f"{(first or '').casefold()} {(last or '').casefold()}"
-            found.setdefault(f"phone:{phone}:{name.strip()}", lead_id)
-    return found
-
-
-def _write_batch(
-    session: Session,
-    file: str,
-    batch: list[tuple[Record, CleanLead]],
-    run_id: int,
-    as_of: dt.datetime,
-    result: LeadImportResult,
-) -> None:
-    if not batch:
-        return
-    known = _existing(session, batch)
-    creating: dict[str, tuple[Record, CleanLead]] = {}
-    fills: dict[str, dict[str, Any]] = {}
-    for record, lead in batch:
-        key = _identity(lead)
-        if lead.rejected or key is None:
-            continue
-        if key not in known and key not in creating:
-            creating[key] = (record, lead)
-        else:
-            fill = fills.setdefault(key, {})
-            for name in FILLABLE:
-                if (value := getattr(lead, name)) is not None:
-                    fill.setdefault(name, value)
-    if creating:
-        rows = [_lead_row(record, lead, run_id, as_of) for record, lead in creating.values()]
-        ids = session.scalars(
-            insert(Lead).returning(Lead.id, sort_by_parameter_order=True), rows
-        ).all()
-        known.update(zip(creating, ids, strict=True))
-        result.new_lead_ids.extend(ids)
-    _fill_empty_fields(session, {known[k]: v for k, v in fills.items() if v})
-
-    import_rows, outcomes = [], []
-    first_rows = {id(record) for record, _ in creating.values()}
-    for record, lead in batch:
-        key = _identity(lead)
-        lead_id: int | None = None
-        if lead.rejected or key is None:
-            outcome = ImportOutcome.REJECTED
-        else:
-            outcome = ImportOutcome.ACCEPTED if id(record) in first_rows else ImportOutcome.MERGED
-            lead_id = known[key]
-        result.counts["rows"] += 1
-        result.counts[outcome.value] += 1
-        outcomes.append(Outcome(file, record.row_number, outcome, lead_id, lead.reasons))
-        import_rows.append(
-            {
-                "run_id": run_id,
-                "kind": ImportKind.LEAD,
-                "file": file,
-                "row_number": record.row_number,
-                "line_number": record.line_number,
-                "raw": _jsonable(record.raw),
-                "outcome": outcome,
-                "lead_id": lead_id,
-                "reasons": lead.reasons,
-            }
-        )
-    row_ids = session.scalars(
-        insert(ImportRow).returning(ImportRow.id, sort_by_parameter_order=True), import_rows
-    ).all()
-    result.outcomes.extend(outcomes)
-    decisions = [
-        NewDecision(
-            dedupe_key=f"{o.outcome.value}:{row_id}",
-            action=DecisionAction.MERGE
-            if o.outcome is ImportOutcome.MERGED
-            else DecisionAction.REJECT,
-            rule="exact_match" if o.outcome is ImportOutcome.MERGED else "ingest",
-            lead_id=o.lead_id,
-            reason="; ".join(o.reasons)[:100]
-            if o.outcome is ImportOutcome.REJECTED
-            else "same email or phone and name",
-            facts={"file": Path(o.file).name, "row": o.row},
-        )
-        for o, row_id in zip(outcomes, row_ids, strict=True)
-        if o.outcome is not ImportOutcome.ACCEPTED
-    ]
-    record_decisions(session, decisions, run_id=run_id, as_of=as_of)
-
-
-def _lead_row(record: Record, lead: CleanLead, run_id: int, as_of: dt.datetime) -> dict[str, Any]:
-    created = parse_moment(record.fields["created"]) if record.fields.get("created") else None
-    # A lead exists from its creation date on: flows only see leads created by their as_of.
-    created = created or as_of
-    return {
-        "email": lead.email, "email_key": lead.email_key, "phone": lead.phone,
-        "first_name": lead.first_name, "last_name": lead.last_name, "company": lead.company,
-        "title": lead.title, "country": lead.country, "source": lead.source,
-        "budget": lead.budget, "authority": lead.authority, "need": lead.need, "timing": lead.timing,
-        "tags": lead.tags, "status": LeadStatus.NEW, "status_changed_at": created,
-        "created_at": created, "cycle_started_at": created, "created_run_id": run_id, "score": 0,
-    }  # fmt: skip
-
-
-def _fill_empty_fields(session: Session, fills: dict[int, dict[str, Any]]) -> None:
-    if not fills:
-        return
-    current = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(fills)))}
-    for lead_id, values in fills.items():
-        lead = current[lead_id]
-        for name, value in values.items():
-            if getattr(lead, name) in (None, ""):
-                setattr(lead, name, value)
+    """Import lead files into the caller's transaction; raises IngestFileError before writing."""
+    batches = _read_all([Path(f) for f in files], encoding)
+    writer = _Writer(session, run_id, as_of)
+    for batch in batches:
+        writer.write(batch)
     session.flush()
+    return writer.result
 
 
-def _jsonable(raw: dict[str, Any]) -> dict[str, Any]:
-    return {str(k): v if isinstance(v, str | int | float | bool | type(None) | list | dict) else str(v)
-            for k, v in raw.items()}  # fmt: skip
+def _read_all(files: list[Path], encoding: str | None) -> list[list[_Row]]:
+    batches: list[list[_Row]] = []
+    batch: list[_Row] = []
+    for path in files:
+        for record in read_records(path, "lead", encoding):
+            lead = clean_lead(record.fields)
+            key = None if lead.rejected else identity(
+                lead.email_key, lead.phone, lead.first_name, lead.last_name
+            )  # fmt: skip
+            batch.append(_Row(str(path), record, lead, key))
+            if len(batch) >= BATCH:
+                batches.append(batch)
+                batch = []
+    if batch:
+        batches.append(batch)
+    return batches
 
 
-def write_outcomes_csv(path: Path, outcomes: list[Outcome]) -> None:
-    """``row,outcome,lead_id,reasons`` (row = 1-based data row; file added when several)."""
+def _empty(name: str, value: Any) -> bool:
+    return value is None or value == "" or value == [] or (name == "source" and value == "unknown")
+
+
+def _fill(current: dict[str, Any], incoming: Mapping[str, Any], into: dict[str, Any]) -> list[str]:
+    """Copy into ``current`` (and ``into``) the incoming values for fields it lacks."""
+    filled = []
+    for name in FILLABLE:
+        value = incoming.get(name)
+        if _empty(name, current.get(name)) and not _empty(name, value):
+            current[name] = into[name] = value
+            filled.append(name)
+    return filled
+
+
+def _dated(target: dict[str, Any], created: dt.datetime) -> None:
+    target["created_at"] = target["status_changed_at"] = target["cycle_started_at"] = created
+
+
+class _Writer:
+    """Writes batches in order; what one batch created is found by the next one's lookup."""
+
+    def __init__(self, session: Session, run_id: int, as_of: dt.datetime) -> None:
+        self.session, self.run_id, self.as_of = session, run_id, as_of
+        self.result = LeadImportResult()
+        # Leads this import created without a date: a later row of the same person that has one
+        # tells when the lead began (a Pipedrive export has no created column).
+        self.undated: set[int] = set()
+
+    def write(self, batch: list[_Row]) -> None:
+        known = self._stored({row.key for row in batch if row.key})
+        pending: dict[str, dict[str, Any]] = {}  # key -> the lead row this batch inserts
+        pending_undated: set[str] = set()
+        creators: dict[str, int] = {}  # key -> index of the row that creates it
+        updates: dict[int, dict[str, Any]] = {}
+        outcomes: list[ImportOutcome] = []
+        filled: list[list[str]] = []
+        for index, row in enumerate(batch):
+            incoming = {name: getattr(row.lead, name) for name in FILLABLE}
+            if row.key is None:
+                outcomes.append(ImportOutcome.REJECTED)
+                filled.append([])
+            elif row.key in known:
+                stored = known[row.key]
+                into = updates.setdefault(stored.id, {})
+                names = _fill(stored.values, incoming, into)
+                if stored.id in self.undated and row.lead.created:
+                    _dated(into, row.lead.created)
+                    self.undated.discard(stored.id)
+                    names.append("created_at")
+                outcomes.append(ImportOutcome.MERGED)
+                filled.append(names)
+            elif row.key in pending:
+                target = pending[row.key]
+                names = _fill(target, incoming, target)
+                if row.key in pending_undated and row.lead.created:
+                    _dated(target, row.lead.created)
+                    pending_undated.discard(row.key)
+                    names.append("created_at")
+                outcomes.append(ImportOutcome.MERGED)
+                filled.append(names)
+            else:
+                pending[row.key] = self._lead_row(row.lead)
+                if row.lead.created is None:
+                    pending_undated.add(row.key)
+                creators[row.key] = index
+                outcomes.append(ImportOutcome.ACCEPTED)
+                filled.append([])
+
+        created = self._insert_leads(pending)
+        lost = [key for key in pending if key not in created]
+        if lost:
+            # Another import created these people between our lookup and our insert: our first
+            # row becomes a merge into theirs, filling what theirs lacks.
+            raced = self._stored(set(lost))
+            for key in lost:
+                stored = known[key] = raced[key]
+                filled[creators[key]] = _fill(
+                    stored.values, pending[key], updates.setdefault(stored.id, {})
+                )
+                outcomes[creators[key]] = ImportOutcome.MERGED
+        for key, lead_id in created.items():
+            known[key] = _Stored(lead_id, {})
+            if key in pending_undated:
+                self.undated.add(lead_id)
+        self.result.new_lead_ids.extend(created.values())
+        self._update_leads(updates)
+        self._keep_rows(batch, outcomes, filled, {k: s.id for k, s in known.items()})
+
+    def _stored(self, keys: set[str]) -> dict[str, _Stored]:
+        """The leads already stored under these keys (a merged-away lead answers for its survivor)."""
+        emails = [k.removeprefix("email:") for k in keys if k.startswith("email:")]
+        phones = {k.split(":", 2)[1] for k in keys if k.startswith("phone:")}
+        if not emails and not phones:
+            return {}
+        rows = self.session.execute(
+            select(*_LOOKUP_COLUMNS)
+            .where(
+                or_(
+                    Lead.email_key.in_(emails),
+                    and_(Lead.email_key.is_(None), Lead.phone.in_(phones)),
+                )
+            )
+            .order_by(Lead.id)
+        ).all()
+        survivors = self._survivors({r.merged_into_id for r in rows if r.merged_into_id})
+        found: dict[str, _Stored] = {}
+        for r in rows:
+            key = identity(r.email_key, r.phone, r.first_name, r.last_name)
+            if key in keys and key not in found:
+                found[key] = survivors.get(r.merged_into_id) or _Stored(r.id, _values(r))
+        return found
+
+    def _survivors(self, ids: set[int]) -> dict[int, _Stored]:
+        found: dict[int, _Stored] = {}
+        redirect: dict[int, int] = {}
+        for _ in range(8):  # merge chains are short; the bound only guards against a cycle
+            if not ids:
+                break
+            rows = self.session.execute(select(*_LOOKUP_COLUMNS).where(Lead.id.in_(ids))).all()
+            ids = set()
+            for r in rows:
+                if r.merged_into_id:
+                    redirect[r.id] = r.merged_into_id
+                    ids.add(r.merged_into_id)
+                else:
+                    found[r.id] = _Stored(r.id, _values(r))
+        for start, target in redirect.items():
+            while target in redirect and redirect[target] != start:
+                target = redirect[target]
+            if target in found:
+                found[start] = found[target]
+        return found
+
+    def _lead_row(self, lead: CleanLead) -> dict[str, Any]:
+        # A lead exists from its created date on (the flows only see leads created by their
+        # as_of); a row without one begins at the import.
+        created = lead.created or self.as_of
+        return {
+            "email": lead.email, "email_key": lead.email_key, "phone": lead.phone,
+            "first_name": fit(Lead.first_name, lead.first_name),
+            "last_name": fit(Lead.last_name, lead.last_name),
+            "company": fit(Lead.company, lead.company), "title": fit(Lead.title, lead.title),
+            "country": lead.country, "source": lead.source, "budget": lead.budget,
+            "authority": lead.authority, "need": lead.need, "timing": lead.timing,
+            "tags": lead.tags, "status": LeadStatus.NEW, "status_changed_at": created,
+            "created_at": created, "cycle_started_at": created, "created_run_id": self.run_id,
+            "score": 0,
+        }  # fmt: skip
+
+    def _insert_leads(self, pending: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """Insert the new leads; return {key: id} of those inserted (a raced address is not)."""
+        created: dict[str, int] = {}
+        with_email = [row for row in pending.values() if row["email_key"]]
+        if with_email:
+            stmt = (
+                dialect_insert(self.session, Lead)
+                .on_conflict_do_nothing(index_elements=["email_key"])
+                .returning(table(Lead).c.id, table(Lead).c.email_key)
+            )
+            for lead_id, key in self.session.execute(stmt, with_email):
+                created[f"email:{key}"] = lead_id
+        phone_keys = [key for key, row in pending.items() if not row["email_key"]]
+        if phone_keys:
+            ids = self.session.scalars(
+                insert(table(Lead)).returning(table(Lead).c.id, sort_by_parameter_order=True),
+                [pending[key] for key in phone_keys],
+            ).all()
+            created.update(zip(phone_keys, ids, strict=True))
+        return created
+
+    def _update_leads(self, updates: dict[int, dict[str, Any]]) -> None:
+        changes = [{"id": lead_id, **values} for lead_id, values in updates.items() if values]
+        if not changes:
+            return
+        for change in changes:
+            for name in ("first_name", "last_name", "company", "title"):
+                if name in change:
+                    change[name] = fit(getattr(Lead, name), change[name])
+        update_by_id(self.session, Lead, changes)
+
+    def _keep_rows(
+        self,
+        batch: list[_Row],
+        outcomes: list[ImportOutcome],
+        filled: list[list[str]],
+        lead_ids: dict[str, int],
+    ) -> None:
+        counts = self.result.counts
+        import_rows = []
+        row_leads = [lead_ids.get(row.key) if row.key else None for row in batch]
+        for row, outcome, lead_id in zip(batch, outcomes, row_leads, strict=True):
+            counts["rows"] += 1
+            counts[outcome.value] += 1
+            self.result.outcomes.append(
+                Outcome(row.file, row.record.row_number, outcome, lead_id, row.lead.reasons)
+            )
+            import_rows.append(
+                {
+                    "run_id": self.run_id,
+                    "kind": ImportKind.LEAD,
+                    "file": fit(ImportRow.file, row.file),
+                    "row_number": row.record.row_number,
+                    "line_number": row.record.line_number,
+                    "raw": jsonable(row.record.raw),
+                    "outcome": outcome,
+                    "lead_id": lead_id,
+                    "reasons": row.lead.reasons,
+                }
+            )
+        row_ids = self.session.scalars(
+            insert(table(ImportRow)).returning(table(ImportRow).c.id, sort_by_parameter_order=True),
+            import_rows,
+        ).all()
+        decisions = []
+        for row, outcome, names, row_id, lead_id in zip(
+            batch, outcomes, filled, row_ids, row_leads, strict=True
+        ):
+            where = {"file": Path(row.file).name, "row": row.record.row_number}
+            if outcome is ImportOutcome.MERGED:
+                by_email = (row.key or "").startswith("email:")
+                decisions.append(
+                    {
+                        "dedupe_key": f"merge:{row_id}",
+                        "action": DecisionAction.MERGE,
+                        "rule": "exact_email" if by_email else "exact_phone_and_name",
+                        "lead_id": lead_id,
+                        "reason": "same email" if by_email else "same phone and name",
+                        "facts": {**where, "import_row_id": row_id, "filled": names},
+                    }
+                )
+            elif outcome is ImportOutcome.REJECTED:
+                decisions.append(
+                    {
+                        "dedupe_key": f"reject:{row_id}",
+                        "action": DecisionAction.REJECT,
+                        "rule": "ingest",
+                        "lead_id": None,
+                        "reason": "; ".join(row.lead.reasons),
+                        "facts": {**where, "import_row_id": row_id, "reasons": row.lead.reasons},
+                    }
+                )
+        record_fresh_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
+
+
+def _values(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in FILLABLE}
+
+
+def write_outcomes_csv(path: Path, outcomes: Sequence[Outcome]) -> None:
+    """``row,outcome,lead_id,reasons`` (row = 1-based data row), plus ``file`` for several files."""
     several = len({o.file for o in outcomes}) > 1
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    with Path(path).open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "outcome", "lead_id", "reasons", *(["file"] if several else [])])
         for o in outcomes:
-            row = [o.row, o.outcome.value, o.lead_id or "", "; ".join(o.reasons)]
-            writer.writerow(row + ([o.file] if several else []))
+            line = [o.row, o.outcome.value, "" if o.lead_id is None else o.lead_id,
+                    "; ".join(o.reasons)]  # fmt: skip
+            writer.writerow(line + ([o.file] if several else []))

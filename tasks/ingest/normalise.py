@@ -1,91 +1,51 @@
-"""Normalise one lead row: email, phone, names, country, source. Each distinct value once.
+"""Normalise one lead row: email, phone, names, country, source, BANT. Each distinct value once.
 
 email-validator and phonenumbers each manage about 20k values a second; exports repeat values
 (countries, sources, the same person in several files), so every function is memoised.
+No DNS is ever asked: an address is judged by its syntax alone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-COUNTRY_NAMES = {
-    "uk": "GB",
-    "unitedkingdom": "GB",
-    "greatbritain": "GB",
-    "england": "GB",
-    "gb": "GB",
-    "us": "US",
-    "usa": "US",
-    "unitedstates": "US",
-    "unitedstatesofamerica": "US",
-    "america": "US",
-    "de": "DE",
-    "germany": "DE",
-    "deutschland": "DE",
-    "fr": "FR",
-    "france": "FR",
-    "es": "ES",
-    "spain": "ES",
-    "espana": "ES",
-    "br": "BR",
-    "brazil": "BR",
-    "brasil": "BR",
-    "mx": "MX",
-    "mexico": "MX",
-    "ca": "CA",
-    "canada": "CA",
-    "nl": "NL",
-    "netherlands": "NL",
-    "holland": "NL",
-    "nederland": "NL",
-    "au": "AU",
-    "australia": "AU",
-    "in": "IN",
-    "india": "IN",
-    "it": "IT",
-    "italy": "IT",
-    "italia": "IT",
-    "pt": "PT",
-    "portugal": "PT",
-    "ie": "IE",
-    "ireland": "IE",
-    "be": "BE",
-    "belgium": "BE",
-    "ch": "CH",
-    "switzerland": "CH",
-    "schweiz": "CH",
-    "at": "AT",
-    "austria": "AT",
-    "osterreich": "AT",
-    "se": "SE",
-    "sweden": "SE",
-    "jp": "JP",
-    "japan": "JP",
-    "cn": "CN",
-    "china": "CN",
-    "sg": "SG",
-    "singapore": "SG",
-}
-TEST_DOMAINS = {
-    "example.com",
-    "example.org",
-    "example.net",
-    "test.com",
-    "mailinator.com",
-    "asdf.com",
-}
-TEST_WORDS = {"test", "testing", "asdf", "qwerty", "xxx", "foo", "dummy", "sample"}
-BANT = {"yes": "yes", "y": "yes", "true": "yes", "no": "no", "n": "no", "false": "no",
-        "unknown": None, "": None}  # fmt: skip
+from tasks.ingest.dates import parse_moment
+
+# Folded names and codes people write for a country, beyond the English and local names that
+# phonenumbers carries for every region (see ``_country_names``).
+COUNTRY_ALIASES = {
+    "uk": "GB", "greatbritain": "GB", "england": "GB", "scotland": "GB", "wales": "GB",
+    "britain": "GB", "gbr": "GB",
+    "us": "US", "usa": "US", "america": "US", "unitedstatesofamerica": "US",
+    "deu": "DE", "ger": "DE", "fra": "FR", "esp": "ES", "bra": "BR", "mex": "MX", "can": "CA",
+    "nld": "NL", "holland": "NL", "nederland": "NL", "aus": "AU", "ind": "IN", "bharat": "IN",
+    "ita": "IT", "prt": "PT", "irl": "IE", "che": "CH", "schweiz": "CH", "suisse": "CH",
+    "osterreich": "AT", "belgie": "BE", "belgique": "BE", "espana": "ES", "brasil": "BR",
+    "mexico": "MX", "deutschland": "DE", "uae": "AE", "korea": "KR", "southkorea": "KR",
+    "russia": "RU", "czechia": "CZ", "czechrepublic": "CZ", "turkey": "TR", "turkiye": "TR",
+}  # fmt: skip
+TEST_DOMAINS = frozenset({
+    "example.com", "example.org", "example.net", "test.com", "test.org", "mailinator.com",
+    "asdf.com", "fake.com", "dummy.com", "guerrillamail.com", "yopmail.com",
+})  # fmt: skip
+TEST_LOCAL = re.compile(r"(test|testing|tester|asdf\w*|qwerty|example|dummy|fake|sample)\d*")
+TEST_NAMES = frozenset({"test", "testing", "asdf", "qwerty", "example", "dummy", "fake", "xxx"})
+# Values people put in a cell to say "none": not an attempt at an address or a number.
+PLACEHOLDERS = frozenset({"", "na", "n/a", "none", "null", "nil", "-", "--", "?", "unknown", "tbd"})
+BANT_ANSWERS = {"yes": "yes", "y": "yes", "true": "yes", "no": "no", "n": "no", "false": "no",
+                "unknown": "unknown", "unsure": "unknown", "?": "unknown"}  # fmt: skip
+BANT_FIELDS = ("budget", "authority", "need", "timing")
+HONORIFICS = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "herr", "frau"})
 
 
-@dataclass
+@dataclass(slots=True)
 class CleanLead:
     email: str | None = None
     email_key: str | None = None
@@ -96,109 +56,199 @@ class CleanLead:
     title: str | None = None
     country: str | None = None
     source: str = "unknown"
+    created: dt.datetime | None = None
     budget: str | None = None
     authority: str | None = None
     need: str | None = None
     timing: str | None = None
     tags: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)  # flags on an accepted row, or why rejected
+    # Why the row was rejected, or the flags on an accepted row.
+    reasons: list[str] = field(default_factory=list)
     rejected: bool = False
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
+    """Lower case, accents and punctuation gone: "España" and "espana" are the same country."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return re.sub(r"[^a-z0-9]", "", "".join(c for c in decomposed if not unicodedata.combining(c)))
 
 
-@lru_cache(maxsize=1024)
+def _blank(value: str | None) -> bool:
+    return value is None or value.strip().casefold() in PLACEHOLDERS
+
+
+@cache
+def _country_names() -> dict[str, str]:
+    from phonenumbers.geodata.locale import LOCALE_DATA
+
+    names: dict[str, str] = {}
+    for language in ("en", "de", "fr", "es", "pt", "nl", "it"):
+        for region, localised in LOCALE_DATA.items():
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                continue
+            name = localised.get(language)
+            while name and name.startswith("*"):  # "*en": same as the English name
+                name = localised.get(name[1:])
+            if name:
+                names.setdefault(fold(name), region)
+    return names
+
+
+@lru_cache(maxsize=4096)
 def country_code(value: str) -> str | None:
-    return COUNTRY_NAMES.get(_fold(value)) or (
-        value.upper() if re.fullmatch(r"[A-Za-z]{2}", value) else None
-    )
+    """ISO 3166 alpha-2 for a code or a common name ("UK", "Deutschland", "México"), else None."""
+    key = fold(value)
+    if key in COUNTRY_ALIASES:
+        return COUNTRY_ALIASES[key]
+    if len(key) == 2 and key.upper() in phonenumbers.SUPPORTED_REGIONS:
+        return key.upper()
+    return _country_names().get(key)
 
 
 @lru_cache(maxsize=200_000)
 def normalise_email(value: str) -> tuple[str | None, str | None]:
-    """(normalised address, None) or (None, the reason it is not an address)."""
+    """(normalised address, None) or (None, why it is not an address). Syntax only, no DNS."""
+    text = value.strip().removeprefix("mailto:").strip("<> ")
     try:
-        result = validate_email(value, check_deliverability=False)
+        result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         return None, f"invalid email: {exc}"
     return result.normalized, None
 
 
+def email_key(address: str) -> str:
+    """The exact dedupe key: the whole normalised address, case-folded."""
+    return address.casefold()
+
+
 @lru_cache(maxsize=200_000)
 def normalise_phone(value: str, region: str | None) -> tuple[str | None, str | None]:
+    """(E.164, None) or (None, why not). ``region`` reads numbers written without a +code."""
     try:
         number = phonenumbers.parse(value, region or None)
     except phonenumbers.NumberParseException as exc:
-        return None, f"invalid phone: {exc}"
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            return None, "invalid phone: no country code and no country to read it in"
+        return None, f"invalid phone: {exc.args[0] if exc.args else exc}"
     if not phonenumbers.is_valid_number(number):
         return None, "invalid phone: not a possible number"
-    # The extension (x123) is kept apart by phonenumbers; E.164 carries only the line.
+    # An extension (x123) is kept apart by phonenumbers: E.164 carries only the line.
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def _capitalise(word: str) -> str:
+    if not word:
+        return word
+    if len(word) > 2 and word.startswith("mc"):
+        return "Mc" + word[2].upper() + word[3:]
+    return word[0].upper() + word[1:]
 
 
 @lru_cache(maxsize=200_000)
 def tidy_name(value: str) -> str:
+    """Trimmed, NFC, single spaces; case repaired only when the value has none (ALL or all)."""
     text = " ".join(unicodedata.normalize("NFC", value).split())
     if text.isupper() or text.islower():
-        # Only repair case when the value has none: "DE LA CRUZ" -> "De La Cruz", not "McDonald".
-        text = re.sub(r"(^|[\s'\-])(\w)", lambda m: m.group(1) + m.group(2).upper(), text.lower())
+        # "O'BRIEN" -> "O'Brien", "mcdonald" -> "McDonald", "anne-marie" -> "Anne-Marie".
+        # str.title would also capitalise after digits and inside "d'Artagnan"-like words.
+        text = re.sub(r"[^\s'’\-]+", lambda m: _capitalise(m.group(0)), text.lower())
     return text
 
 
-@lru_cache(maxsize=1024)
+def split_full_name(full: str) -> tuple[str | None, str | None]:
+    """ "Ana Silva" -> (Ana, Silva); "Silva, Ana" -> (Ana, Silva); honorifics dropped."""
+    if "," in full:
+        last, _, first = full.partition(",")
+        return first.strip() or None, last.strip() or None
+    parts = full.split()
+    while len(parts) > 1 and fold(parts[0]) in HONORIFICS:
+        parts = parts[1:]
+    if not parts:
+        return None, None
+    # First token is the given name; the rest ("van Beethoven", "da Silva Santos") the family's.
+    return parts[0], " ".join(parts[1:]) or None
+
+
+@lru_cache(maxsize=4096)
 def source_slug(value: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", value.casefold()).strip("_") or "unknown"
+    """ "Trade Show" -> "trade_show"; nothing given -> "unknown"."""
+    decomposed = unicodedata.normalize("NFKD", value.casefold())
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"[^a-z0-9]+", "_", plain).strip("_")[:64] or "unknown"
 
 
-def _is_test_row(email: str | None, first: str | None, last: str | None) -> bool:
-    if email:
-        local, _, domain = email.casefold().partition("@")
-        if domain in TEST_DOMAINS or local in TEST_WORDS:
+def _tidy_text(value: str | None) -> str | None:
+    if _blank(value):
+        return None
+    return " ".join(unicodedata.normalize("NFC", value or "").split())
+
+
+def is_test_row(email: str | None, first: str | None, last: str | None) -> bool:
+    """Someone trying the form out: test@…, asdf@…, example.com, a person named "Test"."""
+    if email and "@" in email:
+        local, _, domain = email.casefold().rpartition("@")
+        local = local.split("+", 1)[0]
+        if domain in TEST_DOMAINS or any(domain.endswith("." + d) for d in TEST_DOMAINS):
             return True
-    names = {(_fold(first or "")), _fold(last or "")} - {""}
-    return bool(names) and names <= TEST_WORDS
+        if TEST_LOCAL.fullmatch(local):
+            return True
+    return any(name and fold(name) in TEST_NAMES for name in (first, last))
 
 
 def clean_lead(fields: dict[str, str]) -> CleanLead:
+    """Judge one row: rejected (with every reason) or accepted (with flags for what is missing)."""
     lead = CleanLead()
+    flags: list[str] = []
+    problems: list[str] = []  # the contact details that were given but are unusable
+
     first, last = fields.get("first_name"), fields.get("last_name")
-    if not first and not last and (full := fields.get("full_name")):
-        parts = full.split()
-        first, last = parts[0], " ".join(parts[1:]) or None
-    lead.first_name = tidy_name(first) if first else None
-    lead.last_name = tidy_name(last) if last else None
-    lead.company = " ".join(fields["company"].split()) if fields.get("company") else None
-    lead.title = fields.get("title")
-    lead.country = country_code(fields["country"]) if fields.get("country") else None
+    if _blank(first) and _blank(last) and not _blank(full := fields.get("full_name")):
+        first, last = split_full_name(full or "")
+    lead.first_name = tidy_name(first) if first and not _blank(first) else None
+    lead.last_name = tidy_name(last) if last and not _blank(last) else None
+    lead.company = _tidy_text(fields.get("company"))
+    lead.title = _tidy_text(fields.get("title"))
+    if raw_country := _tidy_text(fields.get("country")):
+        lead.country = country_code(raw_country)
+        if lead.country is None:
+            flags.append(f"unknown country {raw_country!r}")
     lead.source = source_slug(fields.get("source", ""))
-    for answer in ("budget", "authority", "need", "timing"):
-        raw = fields.get(answer, "").strip().casefold()
-        if raw in BANT:
-            setattr(lead, answer, BANT[raw])
-        else:
-            lead.reasons.append(f"unreadable {answer} answer {fields[answer]!r}")
-    lead.tags = sorted({t.strip() for t in re.split(r"[;,]", fields.get("tags", "")) if t.strip()})
-    problems = []
-    if raw_email := fields.get("email"):
-        lead.email, problem = normalise_email(raw_email)
-        lead.email_key = lead.email.casefold() if lead.email else None
+    if raw_created := fields.get("created"):
+        lead.created = parse_moment(raw_created)
+        if lead.created is None:
+            flags.append(f"unreadable created date {raw_created!r}")
+    for answer in BANT_FIELDS:
+        raw = fields.get(answer, "").strip()
+        if not raw:
+            continue
+        setattr(lead, answer, BANT_ANSWERS.get(raw.casefold()))
+        if getattr(lead, answer) is None:
+            flags.append(f"unreadable {answer} answer {raw!r} (expected yes, no or unknown)")
+    tags = (t.strip() for t in re.split(r"[;,]", fields.get("tags", "")))
+    lead.tags = list(dict.fromkeys(t for t in tags if t))
+
+    raw_email = fields.get("email")
+    if not _blank(raw_email):
+        lead.email, problem = normalise_email(raw_email or "")
+        lead.email_key = email_key(lead.email) if lead.email else None
         if problem:
             problems.append(problem)
-    if raw_phone := fields.get("phone"):
-        lead.phone, problem = normalise_phone(raw_phone, lead.country)
+    raw_phone = fields.get("phone")
+    if not _blank(raw_phone):
+        lead.phone, problem = normalise_phone(raw_phone or "", lead.country)
         if problem:
             problems.append(problem)
     if not lead.company:
-        lead.reasons.append("missing company")
-    if _is_test_row(lead.email or raw_email, lead.first_name, lead.last_name):
-        lead.rejected = True
-        lead.reasons = ["test row", *problems]
-    elif not lead.email and not lead.phone:
-        lead.rejected = True
-        lead.reasons = ["no reachable contact", *(problems or ["no email or phone given"])]
-    else:
-        lead.reasons = problems + lead.reasons
+        flags.append("missing company")
+
+    rejections = []
+    if is_test_row(lead.email or raw_email, lead.first_name, lead.last_name):
+        rejections.append("test row")
+    if not lead.email and not lead.phone:
+        rejections.append("no reachable contact")
+        if not problems:
+            problems.append("no email or phone given")
+    lead.rejected = bool(rejections)
+    # A rejected row says everything that made it unusable; an accepted one what to fix later.
+    lead.reasons = rejections + problems if lead.rejected else problems + flags
     return lead

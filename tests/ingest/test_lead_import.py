@@ -1,0 +1,253 @@
+"""Importing lead files into a real store: outcomes, exact dedupe and merge, nothing lost."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tasks.demo.generator import generate_book
+from tasks.ingest import leads as lead_import
+from tasks.ingest.leads import import_leads, write_outcomes_csv
+from tasks.ingest.reader import IngestFileError
+from tasks.store.models import (
+    Decision,
+    DecisionAction,
+    ImportKind,
+    ImportOutcome,
+    ImportRow,
+    Lead,
+    LeadStatus,
+    Run,
+    RunKind,
+)
+from tests.ingest.conftest import AS_OF, FIXTURES
+
+FILES = [FIXTURES / name for name in ("hubspot_contacts.csv", "salesforce_leads.csv",
+                                      "pipedrive_persons.csv", "tradeshow_scans.jsonl")]  # fmt: skip
+UTC = dt.UTC
+
+
+def count(session: Session, model: type) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def by_email(session: Session, key: str) -> Lead:
+    lead = session.scalar(select(Lead).where(Lead.email_key == key))
+    assert lead is not None, key
+    return lead
+
+
+def new_run(session: Session, as_of: dt.datetime) -> int:
+    run = Run(kind=RunKind.INGEST, as_of=as_of, started_at=as_of, counts={})
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+@pytest.mark.parametrize("batch", [5_000, 3], ids=["one-batch", "batches-of-3"])
+def test_four_exports_become_eight_people(
+    session: Session, run_id: int, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small batches put duplicates in later batches than their first row: same outcome.
+    monkeypatch.setattr(lead_import, "BATCH", batch)
+    result = import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
+    session.commit()
+
+    assert result.counts == {"rows": 14, "accepted": 8, "merged": 4, "rejected": 2}
+    assert count(session, Lead) == 8 and len(result.new_lead_ids) == 8
+    assert sorted(result.new_lead_ids) == sorted(session.scalars(select(Lead.id)))
+    outcome = {(Path(o.file).name, o.row): o.outcome.value for o in result.outcomes}
+    assert outcome == {
+        ("hubspot_contacts.csv", 1): "accepted", ("hubspot_contacts.csv", 2): "accepted",
+        ("hubspot_contacts.csv", 3): "rejected", ("hubspot_contacts.csv", 4): "accepted",
+        ("salesforce_leads.csv", 1): "merged", ("salesforce_leads.csv", 2): "accepted",
+        ("salesforce_leads.csv", 3): "rejected", ("salesforce_leads.csv", 4): "accepted",
+        ("pipedrive_persons.csv", 1): "accepted", ("pipedrive_persons.csv", 2): "accepted",
+        ("pipedrive_persons.csv", 3): "merged", ("tradeshow_scans.jsonl", 1): "accepted",
+        ("tradeshow_scans.jsonl", 2): "merged", ("tradeshow_scans.jsonl", 3): "merged",
+    }  # fmt: skip
+
+    ana = by_email(session, "ana.silva@acme.example")
+    assert (ana.first_name, ana.last_name, ana.phone, ana.country) == ("Ana", "Silva", "+14155550134", "US")  # fmt: skip
+    assert (ana.source, ana.status, ana.created_run_id) == ("paid_search", LeadStatus.NEW, run_id)
+    assert (ana.budget, ana.authority, ana.need, ana.timing) == ("yes", "unknown", "yes", None)
+    assert ana.created_at == ana.status_changed_at == dt.datetime(2026, 2, 10, tzinfo=UTC)
+
+    # The duplicate filled Mia's empty phone but overwrote nothing she already had.
+    mia = by_email(session, "mia.wong@globex.example")
+    assert mia.email == "Mia.Wong@globex.example"
+    assert (mia.phone, mia.company, mia.title, mia.source) == ("+447911123456", "Globex", "CTO", "organic_search")  # fmt: skip
+    assert mia.created_at == dt.datetime(2026, 2, 12, 9, 30, tzinfo=UTC)
+
+    sean = by_email(session, "sean.obrien@hooli.example")
+    assert (sean.first_name, sean.last_name, sean.phone, sean.country) == ("Sean", "O'Brien", None, "IE")  # fmt: skip
+    kevin = by_email(session, "kevin.mcdonald@initech.example")
+    assert (kevin.first_name, kevin.last_name) == ("Kevin", "McDonald")
+    jose = by_email(session, "jose@empresa.example")
+    assert (jose.company, jose.country, jose.phone) == ("Empresa, S.A. de C.V.", "MX", "+525512345678")  # fmt: skip
+    # Pipedrive has no created column; the trade-show row of the same person tells the date.
+    jurgen = by_email(session, "jw@firma.example")
+    assert (jurgen.first_name, jurgen.last_name) == ("Jürgen", "Weiß")
+    assert jurgen.created_at == jurgen.cycle_started_at == dt.datetime(2026, 1, 15, tzinfo=UTC)
+
+    # A lead with a phone and no usable address, found again by phone and name.
+    [priya] = session.scalars(select(Lead).where(Lead.email_key.is_(None))).all()
+    assert (priya.first_name, priya.phone, priya.email) == ("Priya", "+919876543210", None)
+    assert priya.tags == ["vip", "apac"] and priya.source == "partner_referral"
+
+
+def test_every_row_is_kept_with_file_line_raw_and_reasons(session: Session, run_id: int) -> None:
+    import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
+    rows = session.scalars(select(ImportRow).order_by(ImportRow.id)).all()
+    assert len(rows) == 14
+    assert {r.kind for r in rows} == {ImportKind.LEAD} and {r.run_id for r in rows} == {run_id}
+    test_row = rows[2]
+    assert (test_row.file, test_row.row_number, test_row.line_number) == (str(FILES[0]), 3, 4)
+    assert (test_row.outcome, test_row.lead_id, test_row.reasons) == (ImportOutcome.REJECTED, None, ["test row"])  # fmt: skip
+    assert test_row.raw["Record ID"] == "103"  # unknown columns survive in the raw record
+    unreachable = rows[6]
+    assert unreachable.reasons == ["no reachable contact", "no email or phone given"]
+    sean = rows[5]
+    assert sean.outcome is ImportOutcome.ACCEPTED and sean.reasons[0].startswith("invalid phone")
+    merged = rows[4]
+    assert merged.outcome is ImportOutcome.MERGED
+    assert merged.lead_id == by_email(session, "mia.wong@globex.example").id
+    jsonl_row = rows[11]
+    assert (jsonl_row.row_number, jsonl_row.line_number) == (1, 1)
+    assert jsonl_row.raw["badge"] == {"id": 7}
+
+
+def test_merges_and_rejections_are_decisions(session: Session, run_id: int) -> None:
+    import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
+    rows = {r.id: r for r in session.scalars(select(ImportRow))}
+    decisions = session.scalars(select(Decision).order_by(Decision.id)).all()
+    merges = [d for d in decisions if d.action is DecisionAction.MERGE]
+    rejects = [d for d in decisions if d.action is DecisionAction.REJECT]
+    assert len(merges) == 4 and len(rejects) == 2 and len(decisions) == 6
+    for d in merges:
+        row = rows[int(d.dedupe_key.removeprefix("merge:"))]
+        assert row.outcome is ImportOutcome.MERGED and d.lead_id == row.lead_id
+        assert (d.run_id, d.as_of) == (run_id, AS_OF)
+    assert sorted(d.rule for d in merges) == ["exact_email"] * 3 + ["exact_phone_and_name"]
+    mia_merge = next(d for d in merges if d.facts["file"] == "salesforce_leads.csv")
+    assert mia_merge.facts["filled"] == ["phone"]
+    for d in rejects:
+        row = rows[int(d.dedupe_key.removeprefix("reject:"))]
+        assert row.outcome is ImportOutcome.REJECTED and d.rule == "ingest"
+        assert d.reason == "; ".join(row.reasons)
+
+
+def test_reimport_creates_nothing_and_changes_nothing(session: Session, run_id: int) -> None:
+    import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
+    session.commit()
+    before = {lead.id: (lead.phone, lead.company, lead.created_at, lead.tags)
+              for lead in session.scalars(select(Lead))}  # fmt: skip
+    later = AS_OF + dt.timedelta(days=1)
+    again = import_leads(session, FILES, run_id=new_run(session, later), as_of=later)
+    session.commit()
+    assert again.counts == {"rows": 14, "accepted": 0, "merged": 12, "rejected": 2}
+    assert again.new_lead_ids == []
+    after = {lead.id: (lead.phone, lead.company, lead.created_at, lead.tags)
+             for lead in session.scalars(select(Lead))}  # fmt: skip
+    assert after == before
+    assert count(session, ImportRow) == 28  # nothing is lost, the second time either
+
+
+def test_a_file_merges_into_leads_already_in_the_store(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    stored = Lead(
+        email="Kim@firm.example", email_key="kim@firm.example", first_name="Kim", source="unknown",
+        status=LeadStatus.WORKING, status_changed_at=AS_OF, created_at=AS_OF, tags=[],
+    )  # fmt: skip
+    session.add(stored)
+    session.commit()
+    path = tmp_path / "more.csv"
+    path.write_text(
+        "Email,First Name,Last Name,Company,Lead Source,Create Date\n"
+        "KIM@Firm.example,Kimberly,Lee,Firm,Webinar,2025-01-01\n"
+        "new@firm.example,New,Person,Firm,Webinar,\n"
+    )
+    result = import_leads(session, [path], run_id=run_id, as_of=AS_OF)
+    assert result.counts == {"rows": 2, "accepted": 1, "merged": 1, "rejected": 0}
+    session.refresh(stored)
+    # Empty fields filled, the existing name and the lead's history kept.
+    assert (stored.first_name, stored.last_name, stored.company, stored.source) == ("Kim", "Lee", "Firm", "webinar")  # fmt: skip
+    assert (stored.status, stored.created_at) == (LeadStatus.WORKING, AS_OF)
+    assert result.outcomes[0].lead_id == stored.id
+    fresh = by_email(session, "new@firm.example")
+    assert fresh.created_at == AS_OF  # no created date: the lead begins at the import
+
+
+def test_a_structural_error_in_any_file_writes_nothing(session: Session, run_id: int) -> None:
+    with pytest.raises(IngestFileError) as caught:
+        import_leads(session, [*FILES, FIXTURES / "malformed.csv"], run_id=run_id, as_of=AS_OF)
+    assert "malformed.csv, line 5" in str(caught.value)
+    # Not even flushed: the good files before the bad one left nothing in the transaction.
+    assert not session.new and not session.dirty
+    assert (count(session, Lead), count(session, ImportRow), count(session, Decision)) == (0, 0, 0)
+
+
+def test_outcomes_csv(session: Session, run_id: int, tmp_path: Path) -> None:
+    one = import_leads(session, FILES[:1], run_id=run_id, as_of=AS_OF)
+    out = tmp_path / "out.csv"
+    write_outcomes_csv(out, one.outcomes)
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["row", "outcome", "lead_id", "reasons"]
+    assert [r[:2] for r in rows[1:]] == [["1", "accepted"], ["2", "accepted"], ["3", "rejected"], ["4", "accepted"]]  # fmt: skip
+    assert rows[3][2:] == ["", "test row"]
+    assert rows[1][3] == "unreadable timing answer 'maybe' (expected yes, no or unknown)"
+    several = import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
+    write_outcomes_csv(out, several.outcomes)
+    header, *body = list(csv.reader(out.open()))
+    assert header == ["row", "outcome", "lead_id", "reasons", "file"] and len(body) == 14
+
+
+def test_a_lead_created_by_a_concurrent_import_is_merged_into(
+    session: Session, run_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "race.csv"
+    path.write_text("Email,First Name,Phone,Country\nrace@acme.example,Rae,020 7946 0958,GB\n")
+    rival = Lead(email="race@acme.example", email_key="race@acme.example", source="web",
+                 status_changed_at=AS_OF, created_at=AS_OF, tags=[])  # fmt: skip
+    session.add(rival)
+    session.flush()
+    # The rival's row lands after our lookup: the lookup is made to miss it once.
+    real = lead_import._Writer._stored
+    calls: list[int] = []
+
+    def late_lookup(self: lead_import._Writer, keys: set[str]) -> dict[str, lead_import._Stored]:
+        calls.append(1)
+        return {} if len(calls) == 1 else real(self, keys)
+
+    monkeypatch.setattr(lead_import._Writer, "_stored", late_lookup)
+    result = import_leads(session, [path], run_id=run_id, as_of=AS_OF)
+    assert result.counts == {"rows": 1, "accepted": 0, "merged": 1, "rejected": 0}
+    assert result.new_lead_ids == [] and count(session, Lead) == 1
+    session.refresh(rival)
+    assert (rival.first_name, rival.phone) == ("Rae", "+442079460958")
+
+
+def test_the_demo_book_imports_to_what_was_planted(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    book = generate_book(tmp_path, seed=11, leads=150, start=AS_OF.date(), days=14)
+    truth = book.truth
+    result = import_leads(session, book.lead_files, run_id=run_id, as_of=AS_OF)
+    assert result.counts == {
+        "rows": truth.lead_rows,
+        "accepted": truth.people,
+        "merged": truth.merged_rows,
+        "rejected": truth.rejected_rows,
+    }
+    phone_only = session.scalar(
+        select(func.count()).select_from(Lead).where(Lead.email_key.is_(None))
+    )
+    assert phone_only == truth.phone_only
+    again = import_leads(session, book.lead_files, run_id=run_id, as_of=AS_OF)
+    assert again.counts["accepted"] == 0 and count(session, Lead) == truth.people

@@ -1,0 +1,178 @@
+"""Owners from config, and a round robin that remembers its place across runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
+
+from tasks.config.models import OwnerEntry, Owners
+from tasks.owners import assign_owners, sync_owners
+from tasks.store.models import Decision, DecisionAction, Lead, Owner
+from tests.ingest.conftest import AS_OF
+
+REPS = Owners(
+    owners=[
+        OwnerEntry(name="Ava Patel", email="ava@nurture.example", region="NA"),
+        OwnerEntry(name="Ben Okafor", email="ben@nurture.example", region="EMEA"),
+        OwnerEntry(name="Chloe Martin", email="chloe@nurture.example", region="EMEA"),
+        OwnerEntry(name="Diego Ramos", email="diego@nurture.example", region="LATAM"),
+    ]
+)
+
+
+def new_leads(session: Session, n: int) -> list[int]:
+    rows = [
+        Lead(email=None, email_key=None, phone=f"+1415555{i:04d}", source="web", tags=[],
+             status_changed_at=AS_OF, created_at=AS_OF)
+        for i in range(n)
+    ]  # fmt: skip
+    session.add_all(rows)
+    session.flush()
+    return [r.id for r in rows]
+
+
+@pytest.fixture
+def reps(session: Session) -> list[int]:
+    ids = sync_owners(session, REPS)
+    return [ids[e.email] for e in REPS.owners]
+
+
+@pytest.fixture
+def lead_updates(session: Session) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE LEADS"):
+            statements.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    yield statements
+    event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_sync_owners_upserts_by_email_and_retires_the_unlisted(session: Session) -> None:
+    first = sync_owners(session, REPS)
+    assert len(first) == 4 and len(set(first.values())) == 4
+    renamed = Owners(
+        owners=[
+            OwnerEntry(name="Ava P. Patel", email="AVA@nurture.example", region="EMEA"),
+            *REPS.owners[1:3],
+        ]
+    )
+    second = sync_owners(session, renamed)
+    owners = {o.email.casefold(): o for o in session.scalars(select(Owner))}
+    assert len(owners) == 4  # nothing deleted
+    assert second["AVA@nurture.example"] == first["ava@nurture.example"]
+    ava = owners["ava@nurture.example"]
+    assert (ava.name, ava.region, ava.active) == ("Ava P. Patel", "EMEA", True)
+    assert owners["diego@nurture.example"].active is False
+    sync_owners(session, REPS)
+    assert all(o.active for o in session.scalars(select(Owner)))
+
+
+def test_round_robin_remembers_its_place_across_calls(
+    session: Session, run_id: int, reps: list[int]
+) -> None:
+    leads = new_leads(session, 9)
+    first = assign_owners(session, leads[3:6], as_of=AS_OF, run_id=run_id)
+    assert first == dict(zip(leads[3:6], reps[:3], strict=True))
+    later = AS_OF + dt.timedelta(days=1)
+    # Lower lead ids, a later call: the rotation carries on where it stopped.
+    second = assign_owners(session, leads[:2], as_of=later, run_id=run_id)
+    assert second == {leads[0]: reps[3], leads[1]: reps[0]}
+    third = assign_owners(session, [leads[2]], as_of=later, run_id=run_id)
+    assert third == {leads[2]: reps[1]}
+    session.commit()
+    fourth = assign_owners(session, leads[6:], as_of=later, run_id=run_id)
+    assert list(fourth.values()) == [reps[2], reps[3], reps[0]]
+
+    owned = dict(session.execute(select(Lead.id, Lead.owner_id)).tuples().all())
+    assert owned == first | second | third | fourth
+    stamp = session.scalar(select(Lead.owner_assigned_at).where(Lead.id == leads[0]))
+    assert stamp == later
+
+
+def test_first_come_keeps_its_owner(session: Session, run_id: int, reps: list[int]) -> None:
+    leads = new_leads(session, 3)
+    assign_owners(session, leads[:1], as_of=AS_OF, run_id=run_id)
+    again = assign_owners(session, leads, as_of=AS_OF + dt.timedelta(hours=1), run_id=run_id)
+    assert again == {leads[1]: reps[1], leads[2]: reps[2]}
+    assert session.scalar(select(Lead.owner_id).where(Lead.id == leads[0])) == reps[0]
+
+
+def test_a_released_lead_goes_to_someone_else(
+    session: Session, run_id: int, reps: list[int]
+) -> None:
+    leads = new_leads(session, 2)
+    assign_owners(session, leads, as_of=AS_OF, run_id=run_id)  # reps[0], reps[1]
+    later = AS_OF + dt.timedelta(days=100)
+    # A lead being released is reassigned even while it still has an owner; next in turn is
+    # reps[2], the owner to avoid, so it sits this one out.
+    moved = assign_owners(
+        session, [leads[0]], as_of=later, run_id=run_id, exclude_owner={leads[0]: reps[2]}
+    )
+    assert moved == {leads[0]: reps[3]}
+    # The engine clears the owner before it releases; the excluded owner is skipped either way.
+    session.execute(update(Lead).where(Lead.id == leads[1]).values(owner_id=None))
+    moved = assign_owners(
+        session, [leads[1]], as_of=later, run_id=run_id, exclude_owner={leads[1]: reps[0]}
+    )
+    assert moved == {leads[1]: reps[1]}
+    decision = session.scalar(
+        select(Decision).where(Decision.dedupe_key == f"assign:{leads[1]}:{later.isoformat()}")
+    )
+    assert decision is not None and decision.facts == {
+        "owner_id": reps[1],
+        "released_from": reps[0],
+    }
+
+
+def test_with_one_owner_a_released_lead_comes_back(session: Session, run_id: int) -> None:
+    only = sync_owners(session, Owners(owners=[REPS.owners[0]]))["ava@nurture.example"]
+    [lead] = new_leads(session, 1)
+    assign_owners(session, [lead], as_of=AS_OF, run_id=run_id)
+    later = AS_OF + dt.timedelta(days=100)
+    assert assign_owners(
+        session, [lead], as_of=later, run_id=run_id, exclude_owner={lead: only}
+    ) == {lead: only}
+
+
+def test_inactive_owners_get_nothing_and_the_turn_passes_on(
+    session: Session, run_id: int, reps: list[int]
+) -> None:
+    leads = new_leads(session, 4)
+    assign_owners(session, leads[:2], as_of=AS_OF, run_id=run_id)  # reps[0], reps[1]
+    sync_owners(session, Owners(owners=[REPS.owners[0], REPS.owners[3]]))  # Ben, Chloe leave
+    rest = assign_owners(session, leads[2:], as_of=AS_OF, run_id=run_id)
+    assert list(rest.values()) == [reps[3], reps[0]]
+
+
+def test_one_update_per_owner_and_a_decision_per_lead(
+    session: Session, run_id: int, reps: list[int], lead_updates: list[str]
+) -> None:
+    leads = new_leads(session, 10)
+    chosen = assign_owners(session, leads, as_of=AS_OF, run_id=run_id)
+    assert len(chosen) == 10 and len(lead_updates) == 4
+    decisions = session.scalars(
+        select(Decision).where(Decision.action == DecisionAction.ASSIGN_OWNER)
+    ).all()
+    assert {d.dedupe_key for d in decisions} == {f"assign:{i}:{AS_OF.isoformat()}" for i in leads}
+    for d in decisions:
+        assert d.lead_id is not None
+        assert (d.rule, d.facts, d.run_id) == (
+            "round_robin",
+            {"owner_id": chosen[d.lead_id]},
+            run_id,
+        )
+
+
+def test_nobody_to_assign_to(session: Session, run_id: int) -> None:
+    leads = new_leads(session, 2)
+    assert assign_owners(session, leads, as_of=AS_OF, run_id=run_id) == {}
+    assert assign_owners(session, [], as_of=AS_OF, run_id=run_id) == {}
