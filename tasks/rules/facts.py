@@ -44,29 +44,23 @@ class FactSet:
 
     # -- timestamps -------------------------------------------------------------------------
 
-    def last_reply_at(self) -> ColumnElement[Any]:
+    def _last_activity(self, kind: ColumnElement[bool]) -> ColumnElement[Any]:
+        """When the lead's latest activity of these kinds happened, by ``as_of``."""
         return (
             select(func.max(Activity.occurred_at))
-            .where(
-                Activity.lead_id == Lead.id,
-                Activity.kind == ActivityKind.REPLY,
-                Activity.occurred_at <= self.as_of,
-            )
+            .where(Activity.lead_id == Lead.id, kind, Activity.occurred_at <= self.as_of)
             .correlate(Lead)
             .scalar_subquery()
         )
 
+    def last_reply_at(self) -> ColumnElement[Any]:
+        return self._last_activity(Activity.kind == ActivityKind.REPLY)
+
     def last_progress_at(self) -> ColumnElement[Any]:
-        return (
-            select(func.max(Activity.occurred_at))
-            .where(
-                Activity.lead_id == Lead.id,
-                Activity.kind.in_(PROGRESS_KINDS),
-                Activity.occurred_at <= self.as_of,
-            )
-            .correlate(Lead)
-            .scalar_subquery()
-        )
+        return self._last_activity(Activity.kind.in_(PROGRESS_KINDS))
+
+    def last_activity_at(self) -> ColumnElement[Any]:
+        return self._last_activity(Activity.kind != ActivityKind.AUTO_REPLY)
 
     def last_email_at(self) -> ColumnElement[Any]:
         return (
@@ -75,18 +69,6 @@ class FactSet:
                 OutboxEmail.lead_id == Lead.id,
                 OutboxEmail.status.in_(OUT_THE_DOOR),
                 OutboxEmail.sent_at <= self.as_of,
-            )
-            .correlate(Lead)
-            .scalar_subquery()
-        )
-
-    def last_activity_at(self) -> ColumnElement[Any]:
-        return (
-            select(func.max(Activity.occurred_at))
-            .where(
-                Activity.lead_id == Lead.id,
-                Activity.kind != ActivityKind.AUTO_REPLY,
-                Activity.occurred_at <= self.as_of,
             )
             .correlate(Lead)
             .scalar_subquery()
@@ -149,16 +131,7 @@ class FactSet:
 
     def missed_meetings(self) -> ColumnElement[Any]:
         """Meetings missed since the last one held."""
-        last_held = (
-            select(func.max(Activity.occurred_at))
-            .where(
-                Activity.lead_id == Lead.id,
-                Activity.kind == ActivityKind.MEETING_HELD,
-                Activity.occurred_at <= self.as_of,
-            )
-            .correlate(Lead)
-            .scalar_subquery()
-        )
+        last_held = self._last_activity(Activity.kind == ActivityKind.MEETING_HELD)
         return (
             select(func.count(Activity.id))
             .where(

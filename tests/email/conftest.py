@@ -1,66 +1,21 @@
-"""Email fixtures: a real SQLite file and a real PostgreSQL database, and a local SendGrid.
+"""Email fixtures: a local SendGrid-compatible server and queued emails.
 
-The schema comes from the models (``create_all``), so these tests follow the models even while a
-migration is being written. PostgreSQL: one fresh ``nurture_test_<random>`` database per session,
-emptied before each test and dropped at the end (NURTURE_TEST_PG_URL, NURTURE_TEST_SKIP_PG as in
-the top-level conftest).
+The stores (a SQLite file and a PostgreSQL database, migrated) come from tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
 from tasks.email.outbox import QueuedEmail, enqueue_emails
 from tasks.email.senders import SendGridSender
-from tasks.store.db import make_engine
-from tasks.store.models import Base
 from tests.email.support import T0, QueueEmails, add_lead
 from tests.fake_sendgrid import FakeSendGrid
-
-PG_ADMIN_URL = os.environ.get(
-    "NURTURE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@pytest.fixture(scope="session")
-def email_pg_url() -> Iterator[str]:
-    if os.environ.get("NURTURE_TEST_SKIP_PG"):
-        pytest.skip("NURTURE_TEST_SKIP_PG is set")
-    name = f"nurture_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'nurture.db'}")
-        Base.metadata.create_all(engine)
-    else:
-        engine = make_engine(request.getfixturevalue("email_pg_url"))
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -6,20 +6,14 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import tracemalloc
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import event, insert
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from tasks.export import TABLES, export
-from tasks.store.db import make_engine
 from tasks.store.models import (
-    Base,
     ClosedBy,
     Decision,
     DecisionAction,
@@ -40,40 +34,7 @@ BODY_TEXT = 'Hi José,\n\nSaid "not now", so: see you in May, 2026.\n\n-- Ava'
 BODY_HTML = '<p>Hi José,</p>\n<p>Said "not now", so: see you in May, 2026.</p>'
 
 
-PG_ADMIN_URL = os.environ.get(
-    "NURTURE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A scratch PostgreSQL database for this module (NURTURE_TEST_SKIP_PG=1 skips it)."""
-    if os.environ.get("NURTURE_TEST_SKIP_PG"):
-        pytest.skip("NURTURE_TEST_SKIP_PG is set")
-    name = f"nurture_export_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-# SQLite as the brief's store; PostgreSQL too, because there a table scan returns rows in the
-# order they were written (so a missing ORDER BY shows) and yield_per uses a server-side cursor.
-@pytest.fixture(params=["sqlite", "postgresql"])
-def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    engine = make_engine(url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
+# The stores (SQLite and PostgreSQL, where a missing ORDER BY shows) come from tests/conftest.py.
 
 
 def _lead(session: Session, id: int, **fields: object) -> Lead:
