@@ -213,7 +213,8 @@ class OwnerEntry(Strict):
 
 
 class Owners(Strict):
-    assignment: Literal["round_robin", "by_region"] = "round_robin"
+    # Only round robin so far: a value the engine would silently ignore is refused instead.
+    assignment: Literal["round_robin"] = "round_robin"
     owners: list[OwnerEntry] = Field(min_length=1)
 
 
