@@ -28,6 +28,7 @@ app.add_typer(run_app, name="run")
 
 out = Console()
 err = Console(stderr=True)
+_state: dict[str, bool] = {"verbose": False}
 
 Files = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)]
 AsOf = Annotated[
@@ -53,6 +54,7 @@ def main(
         os.environ["NURTURE_DATABASE_URL"] = database
     # Nothing may reach the internet at run time: the temporary Prefect server's telemetry is off.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _state["verbose"] = verbose
     if not verbose:
         # Prefect logs every task run at INFO; the CLI prints its own summary instead.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -78,6 +80,8 @@ def _guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(2) from None
     except (IngestFileError, SchemaOutOfDate, ValueError) as exc:
+        if _state["verbose"]:
+            raise  # with its traceback: --verbose is how a bug report starts
         _fail(f"{exc}; nothing was written" if isinstance(exc, IngestFileError) else str(exc))
 
 

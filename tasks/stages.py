@@ -34,13 +34,18 @@ from tasks.store.upsert import rowcount
 
 
 @cache
-def _config(directory: str) -> NurtureConfig:
+def _config(directory: str, stamp: tuple[float, ...]) -> NurtureConfig:
     return load_config(Path(directory))
 
 
 def current_config() -> NurtureConfig:
-    """The validated config (once per process): an invalid config raises before any stage."""
-    return _config(str(config_dir().resolve()))
+    """The validated config: an invalid config raises before any stage runs.
+
+    Loaded once per process and state of the files: a long-lived worker picks up edits.
+    """
+    directory = config_dir().resolve()
+    files = sorted(p for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else []
+    return _config(str(directory), tuple(p.stat().st_mtime for p in files))
 
 
 def stage_rules(

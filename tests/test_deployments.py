@@ -35,7 +35,10 @@ def test_each_deployment_points_at_a_flow_with_its_parameters(deployment: dict) 
 def test_scheduled_runs_never_overlap() -> None:
     for deployment in DEPLOYMENTS:
         if deployment.get("schedules"):
-            assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+            assert deployment["concurrency_limit"] == {
+                "limit": 1,
+                "collision_strategy": "CANCEL_NEW",
+            }
 
 
 def test_names_are_unique() -> None:

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from flows.daily import backfill, daily
 from tasks.config.loader import ConfigError
-from tasks.stages import _config
 from tasks.store.models import Decision, FollowUp, Lead, LeadStatus, Opportunity, OutboxEmail, Run
 from tests.builders import days, deal, lead, owner, sent_email
 
@@ -82,9 +81,7 @@ def test_an_invalid_config_runs_nothing(
         "rules:\n  - name: x\n    when: nonsense >= 1\n    then: [release_owner]\n"
     )
     monkeypatch.setenv("NURTURE_CONFIG_DIR", str(bad))
-    _config.cache_clear()
     before = _counts(engine)
     with pytest.raises(ConfigError, match=r"rules\.yaml, line 3"):
         daily(as_of="2026-03-20")
     assert _counts(engine) == before
-    _config.cache_clear()
