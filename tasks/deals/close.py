@@ -40,10 +40,19 @@ class Close:
     facts: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class RotWarning:
+    opportunity_id: int
+    lead_id: int
+    stage: str
+    rots_on: dt.date
+
+
 @dataclass
 class CloseSummary:
     closed: dict[str, int] = field(default_factory=dict)
     exit_emails: int = 0
+    owners_warned: int = 0
 
 
 def _latest(kind: ActivityKind, as_of: dt.datetime, column: Any) -> Any:
@@ -63,8 +72,13 @@ def _latest(kind: ActivityKind, as_of: dt.datetime, column: Any) -> Any:
     )
 
 
-def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime) -> list[Close]:
-    """Open deals that are dead as of ``as_of``, with why; reads only, decides nothing."""
+def find_dead_deals(
+    session: Session, config: NurtureConfig, as_of: dt.datetime
+) -> tuple[list[Close], list[RotWarning]]:
+    """Open deals that are dead as of ``as_of``, with why, and the ones about to rot.
+
+    Reads only, decides nothing.
+    """
     dialect = session.get_bind().dialect.name
     dead = config.pipeline.dead_deals
     act = aliased(Activity)
@@ -153,6 +167,8 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
         .order_by(Opportunity.id)
     ).all()
     closes: list[Close] = []
+    warnings: list[RotWarning] = []
+    warn_before = dead.warn_owner_before
     for row in rows:
         since_at = _as_datetime(row.since)
         if row.said_no_at is not None:
@@ -191,6 +207,9 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
         stage = config.pipeline.stage(row.stage)
         if stage is None:
             continue  # an unknown stage is reported by import, not guessed at here
+        rots_on = since_at.date() + stage.rot_after + dt.timedelta(days=1)
+        if warn_before is not None and rots_on - warn_before <= as_of.date() < rots_on:
+            warnings.append(RotWarning(row.id, row.lead_id, row.stage, rots_on))
         # Whole calendar days: a 21-day limit closes on day 22, whatever the hour of the run.
         if since_at.date() + stage.rot_after < as_of.date():
             idle = (as_of.date() - since_at.date()).days
@@ -206,14 +225,33 @@ def find_dead_deals(session: Session, config: NurtureConfig, as_of: dt.datetime)
                     {"stage": row.stage, "days_without_progress": idle, "limit_days": limit},
                 )
             )
-    return closes
+    return closes, warnings
 
 
 def close_dead_deals(
     session: Session, config: NurtureConfig, as_of: dt.datetime, *, run_id: int | None
 ) -> CloseSummary:
     summary = CloseSummary()
-    closes = find_dead_deals(session, config, as_of)
+    closes, warnings = find_dead_deals(session, config, as_of)
+    # One warning per deal and rot date: progress moves the date, and a new warning is due.
+    warned = record_decisions(
+        session,
+        [
+            NewDecision(
+                dedupe_key=f"warn:{w.opportunity_id}:{w.rots_on.isoformat()}",
+                action=DecisionAction.WARN_OWNER,
+                rule="dead_deals.warn_owner",
+                lead_id=w.lead_id,
+                opportunity_id=w.opportunity_id,
+                reason="about_to_rot",
+                facts={"stage": w.stage, "rots_on": w.rots_on.isoformat()},
+            )
+            for w in warnings
+        ],
+        run_id=run_id,
+        as_of=as_of,
+    )
+    summary.owners_warned = len(warned)
     new = record_decisions(
         session,
         [

@@ -35,6 +35,15 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("follow-ups", _join(summary["followups"]))
     table.add_row("reopened opportunities", _join(summary["reopened_opportunities"]))
     table.add_row("win-back rate", _n(summary["win_back_rate"]))
+    table.add_row(
+        "win-back by first lost reason",
+        ", ".join(
+            f"{reason.replace('_', ' ')} {v['won']}/{v['reopened']}"
+            for reason, v in sorted(summary["win_back_by_lost_reason"].items())
+        )
+        or "none",
+    )
+    table.add_row("open deals, owner warned", _n(summary["open_deals_owner_warned"]))
     table.add_row("emails by status", _join(summary["emails_by_status"]))
     console.print(table)
     sources = Table(title="Conversion by lead source")

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tasks.store.models import (
     ClosedBy,
@@ -85,6 +85,26 @@ def pipeline_summary(session: Session) -> dict[str, Any]:
         .group_by(Opportunity.status)
     ).all()
     reopened_counts = _counts(reopened)
+    previous = aliased(Opportunity)
+    win_back: dict[str, dict[str, int]] = {}
+    for reason, status, n in q(
+        select(previous.lost_reason, Opportunity.status, func.count())
+        .join(previous, previous.id == Opportunity.reopened_from_id)
+        .group_by(previous.lost_reason, Opportunity.status)
+    ).all():
+        key = str(getattr(reason, "value", reason))
+        entry = win_back.setdefault(key, {"reopened": 0, "won": 0})
+        entry["reopened"] += int(n)
+        if status == OpportunityStatus.WON:
+            entry["won"] += int(n)
+    at_risk = q(
+        select(func.count(func.distinct(Decision.opportunity_id)))
+        .join(Opportunity, Opportunity.id == Decision.opportunity_id)
+        .where(
+            Decision.action == DecisionAction.WARN_OWNER,
+            Opportunity.status == OpportunityStatus.OPEN,
+        )
+    ).scalar_one()
     emails = _counts(q(select(OutboxEmail.status, func.count()).group_by(OutboxEmail.status)).all())
     templates = _counts(
         q(select(OutboxEmail.template, func.count()).group_by(OutboxEmail.template)).all()
@@ -129,6 +149,8 @@ def pipeline_summary(session: Session) -> dict[str, Any]:
             if reopened_counts
             else None
         ),
+        "win_back_by_lost_reason": win_back,
+        "open_deals_owner_warned": int(at_risk),
         "emails_by_status": emails,
         "emails_by_template": templates,
         "conversion_by_source": by_source,

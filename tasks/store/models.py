@@ -180,6 +180,7 @@ class DecisionAction(enum.StrEnum):
     CANCEL_FOLLOW_UP = "cancel_follow_up"
     REOPEN = "reopen"
     REENGAGE = "reengage"
+    WARN_OWNER = "warn_owner"
     TAG = "tag"
     SET_GRADE = "set_grade"
 

@@ -1,8 +1,10 @@
 """Dated scenarios for the deal lifecycle on a real store (SQLite and PostgreSQL)."""
 
 import datetime as dt
+import threading
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
@@ -190,3 +192,96 @@ def test_reopen_makes_one_linked_opportunity_with_history_whatever_reruns_do(
     email = session.scalars(select(OutboxEmail).where(OutboxEmail.template == "reengagement")).one()
     assert "Two-way calendar sync" in email.body_text
     assert session.scalar(select(func.count()).select_from(CadenceEnrolment)) == 1
+
+
+def test_the_owner_is_warned_once_before_a_deal_rots(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    person = lead(session, ENTERED - days(5))
+    deal(session, person.id, "discovery", ENTERED)  # rots on day 22; warned from day 19
+
+    warned = [
+        close_dead_deals(session, config, end_of(ENTERED + days(d)), run_id=run_id).owners_warned
+        for d in (18, 19, 20, 21)
+    ]
+    session.commit()
+
+    assert warned == [0, 1, 0, 0]
+    warning = session.scalars(select(Decision).where(Decision.action == "warn_owner")).one()
+    assert warning.facts == {"stage": "discovery", "rots_on": "2026-03-24"}
+
+
+def test_reopen_is_exactly_once_when_two_runs_race(
+    engine: Engine, session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    sync_owners(session, config.owners)
+    person = lead(session, ENTERED - days(30))
+    lost = deal(session, person.id, "demo", ENTERED, status=OpportunityStatus.LOST,
+                lost_reason=LostReason.UNRESPONSIVE, closed_at=ENTERED)  # fmt: skip
+    schedule_for_lost_deals(session, config.followups, end_of(ENTERED), run_id=run_id)
+    session.commit()
+    due = end_of(ENTERED + days(90))
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            with Session(engine, expire_on_commit=False) as own:
+                reopen_due_followups(own, config, due, run_id=run_id)
+                own.commit()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    session.expire_all()
+    reopened = session.scalars(
+        select(Opportunity).where(Opportunity.reopened_from_id == lost.id)
+    ).all()
+    assert len(reopened) == 1
+    assert session.scalar(select(func.count()).select_from(OutboxEmail)) == 1
+    assert session.scalar(select(func.count()).where(Decision.action == "reopen")) == 1
+
+
+def test_report_win_back_by_first_lost_reason(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    from tasks.reports.summary import pipeline_summary
+
+    person = lead(session, ENTERED)
+    first = deal(session, person.id, "demo", ENTERED, status=OpportunityStatus.LOST,
+                 lost_reason=LostReason.NO_BUDGET, closed_at=ENTERED)  # fmt: skip
+    for status in (OpportunityStatus.WON, OpportunityStatus.OPEN):
+        again = deal(session, person.id, "discovery", ENTERED + days(120), status=status)
+        again.reopened_from_id = first.id
+    session.commit()
+    summary = pipeline_summary(session)
+    assert summary["win_back_by_lost_reason"] == {"no_budget": {"reopened": 2, "won": 1}}
+    assert summary["win_back_rate"] == 0.5
+
+
+def test_the_store_refuses_a_second_opportunity_for_one_followup(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    person = lead(session, ENTERED)
+    lost = deal(session, person.id, "demo", ENTERED, status=OpportunityStatus.LOST,
+                lost_reason=LostReason.BAD_TIMING, closed_at=ENTERED)  # fmt: skip
+    schedule_for_lost_deals(session, config.followups, end_of(ENTERED), run_id=run_id)
+    followup = session.scalars(select(FollowUp)).one()
+    assert followup.opportunity_id == lost.id
+    first = deal(session, person.id, "discovery", ENTERED + days(61))
+    first.followup_id = followup.id
+    session.flush()
+    duplicate = Opportunity(lead_id=person.id, name="dup", stage="discovery", stage_entered_at=ENTERED,
+                            created_at=ENTERED, followup_id=followup.id, history={})  # fmt: skip
+    session.add(duplicate)
+    with pytest.raises(IntegrityError):
+        session.flush()
