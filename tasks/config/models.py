@@ -75,6 +75,10 @@ class DeadDeals(Strict):
     missed_meetings_reason: LostReason = LostReason.UNRESPONSIVE
     said_no_default_reason: LostReason = LostReason.OTHER
     grace_period: Duration = Field(default_factory=lambda: relativedelta(days=7))
+    no_activity_after: Duration | None = Field(
+        None,
+        description="A deal with no activity at all for this long is closed, whatever its stage",
+    )
     warn_owner_before: Duration | None = Field(
         None,
         description="Warn the owner this long before a deal rots (a decision and a report line)",

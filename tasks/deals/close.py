@@ -146,6 +146,24 @@ def find_dead_deals(
         .correlate(Opportunity)
         .scalar_subquery()
     )
+    any_act = aliased(Activity)
+    # Any touch at all on the deal, or from its contact (an out-of-office is not a touch).
+    last_activity = (
+        select(func.max(any_act.occurred_at))
+        .where(
+            or_(
+                any_act.opportunity_id == Opportunity.id,
+                and_(
+                    any_act.lead_id == Opportunity.lead_id,
+                    any_act.kind != ActivityKind.AUTO_REPLY,
+                ),
+            ),
+            any_act.occurred_at <= as_of,
+            any_act.occurred_at >= Opportunity.created_at,
+        )
+        .correlate(Opportunity)
+        .scalar_subquery()
+    )
     said_no_at = _latest(ActivityKind.SAID_NO, as_of, lambda a: a.occurred_at)
     said_no_reason = _latest(ActivityKind.SAID_NO, as_of, lambda a: a.reason)
     said_no_competitor = _latest(ActivityKind.SAID_NO, as_of, lambda a: a.competitor)
@@ -156,6 +174,7 @@ def find_dead_deals(
             Opportunity.lead_id,
             Opportunity.stage,
             since.label("since"),
+            greatest(dialect, Opportunity.created_at, last_activity).label("last_activity"),
             missed_count.label("missed"),
             next_meeting.label("upcoming"),
             recent_inbound.label("recent_inbound"),
@@ -201,6 +220,21 @@ def find_dead_deals(
                     None,
                     f"Missed {row.missed} meetings in a row.",
                     {"missed_meetings": row.missed, "limit": dead.missed_meetings},
+                )
+            )
+            continue
+        quiet_since = _as_datetime(row.last_activity).date()
+        if dead.no_activity_after and quiet_since + dead.no_activity_after < as_of.date():
+            quiet = (as_of.date() - quiet_since).days
+            closes.append(
+                Close(
+                    row.id,
+                    row.lead_id,
+                    "no_activity",
+                    dead.rot_reason,
+                    None,
+                    f"No activity at all for {quiet} days.",
+                    {"days_without_activity": quiet},
                 )
             )
             continue

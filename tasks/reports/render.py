@@ -95,6 +95,10 @@ def render_story(
         f"   Follow-ups now: {_join(report['followups'])}; outcomes: {_join(report['followup_results'])}."
     )
     say(f"   Reopened opportunities: {_join(report['reopened_opportunities'])}.")
+    say(
+        "   (Wins arrive with the CRM export; the synthetic book has none after day one, "
+        "so its win-back rate stays at 0.)"
+    )
     say("")
     say("[bold]5. Email[/]")
     say(f"   Outbox: {_join(report['emails_by_status'])}.")

@@ -1,9 +1,11 @@
 """Dated scenarios for the deal lifecycle on a real store (SQLite and PostgreSQL)."""
 
+import dataclasses
 import datetime as dt
 import threading
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -285,3 +287,26 @@ def test_the_store_refuses_a_second_opportunity_for_one_followup(
     session.add(duplicate)
     with pytest.raises(IntegrityError):
         session.flush()
+
+
+def test_a_deal_with_no_activity_at_all_closes_before_its_stage_limit(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    dead = config.pipeline.dead_deals.model_copy(
+        update={"no_activity_after": relativedelta(days=30)}
+    )
+    strict = dataclasses.replace(
+        config, pipeline=config.pipeline.model_copy(update={"dead_deals": dead})
+    )
+    person = lead(session, ENTERED - days(5))
+    opp = deal(session, person.id, "negotiation", ENTERED)  # the stage allows 45 days
+    activity(
+        session, person.id, ActivityKind.STAGE_CHANGED, ENTERED + days(10), opportunity_id=opp.id
+    )
+    activity(session, person.id, ActivityKind.NOTE, ENTERED + days(12), opportunity_id=opp.id)
+
+    assert close_dead_deals(session, strict, end_of(ENTERED + days(42)), run_id=run_id).closed == {}
+    summary = close_dead_deals(session, strict, end_of(ENTERED + days(43)), run_id=run_id)
+    assert summary.closed == {"unresponsive": 1}
+    rule = session.scalars(select(Decision.rule).where(Decision.action == "close_lost")).one()
+    assert rule == "dead_deals.no_activity"
