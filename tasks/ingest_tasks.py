@@ -66,9 +66,18 @@ def import_crm_task(kind: str, files: list[str], as_of: dt.datetime) -> dict[str
         paths = [Path(f) for f in files]
         if kind == "opportunities":
             stages = [s.name for s in config.pipeline.stages]
-            result = import_opportunities(session, paths, run_id=run.id, as_of=as_of, stages=stages)
+            result = import_opportunities(
+                session,
+                paths,
+                run_id=run.id,
+                as_of=as_of,
+                stages=stages,
+                competitors=config.pipeline.competitors,
+            )
         else:
-            result = import_activities(session, paths, run_id=run.id, as_of=as_of)
+            result = import_activities(
+                session, paths, run_id=run.id, as_of=as_of, competitors=config.pipeline.competitors
+            )
         counts = {**result.counts, "run_id": run.id}
         finish_run(session, run, counts)
     return counts

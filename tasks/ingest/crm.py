@@ -254,8 +254,10 @@ def import_opportunities(
     run_id: int,
     as_of: dt.datetime,
     stages: list[str],
+    competitors: Sequence[str] = (),
 ) -> CrmImportResult:
-    """Import deals; ``stages`` are the configured pipeline stages a deal may be in."""
+    """Import deals; ``stages`` are the configured pipeline stages a deal may be in, and
+    ``competitors`` the picklist a competitor is checked against (flagged when off it)."""
     result = CrmImportResult()
     by_slug = {source_slug(s): s for s in stages}
     for batch in _read_all(files, "opportunity"):
@@ -272,6 +274,8 @@ def import_opportunities(
         for file, record in batch:
             lead, problem = _lead_of(record, leads)
             row, reasons, flags = _opportunity_row(record, by_slug, as_of)
+            if row is not None:
+                row["competitor"] = picklist_competitor(row["competitor"], competitors, flags)
             lead_id = lead.id if lead else None
             if problem:
                 reasons.insert(0, problem)
@@ -342,6 +346,19 @@ def _mark_customers(
         )  # fmt: skip
 
 
+def picklist_competitor(name: str | None, picklist: Sequence[str], flags: list[str]) -> str | None:
+    """The picklist's spelling of a competitor; one off the list is kept as given, and flagged."""
+    if not name or not picklist:
+        return name
+    known = {p.casefold(): p for p in picklist}
+    if name.casefold() in known:
+        return known[name.casefold()]
+    flags.append(
+        f"competitor {name!r} is not on the picklist (pipeline.yaml: {', '.join(picklist)})"
+    )
+    return name
+
+
 def _opportunity_row(
     record: Record, stages: dict[str, str], as_of: dt.datetime
 ) -> tuple[dict[str, Any] | None, list[str], list[str]]:
@@ -402,7 +419,12 @@ def _opportunity_row(
 
 
 def import_activities(
-    session: Session, files: Sequence[Path | str], *, run_id: int, as_of: dt.datetime
+    session: Session,
+    files: Sequence[Path | str],
+    *,
+    run_id: int,
+    as_of: dt.datetime,
+    competitors: Sequence[str] = (),
 ) -> CrmImportResult:
     """Import activities once each, keyed by external id; unknown leads or deals are rejected."""
     result = CrmImportResult()
@@ -424,6 +446,8 @@ def import_activities(
             lead, problem = _lead_of(record, leads)
             lead_id = lead.id if lead else None
             row, reasons, flags = _activity_row(record, deals, lead_id)
+            if row is not None:
+                row["competitor"] = picklist_competitor(row["competitor"], competitors, flags)
             if problem:
                 reasons.insert(0, problem)
             if reasons or row is None or lead is None:

@@ -79,3 +79,21 @@ def test_round_robin_remembers_its_place_and_release_goes_elsewhere(
     moved = assign_owners(session, [released], as_of=later + dt.timedelta(days=1), run_id=run_id,
                           exclude_owner={released: owners[1]})  # fmt: skip
     assert moved[released] != owners[1]
+
+
+def test_competitors_take_the_picklist_spelling_or_are_flagged(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    lead(session, AS_OF, email="kim@firm.example")
+    deals = tmp_path / "deals.csv"
+    deals.write_text(
+        "Deal ID,Email,Stage,Status,Lost Reason,Competitor\n"
+        "D1,kim@firm.example,demo,lost,competitor,hubspot\n"
+        "D2,kim@firm.example,demo,lost,competitor,Brand New CRM\n"
+    )
+    import_opportunities(session, [deals], run_id=run_id, as_of=AS_OF, stages=STAGES,
+                         competitors=["HubSpot", "Salesforce"])  # fmt: skip
+    names = [c for (c,) in session.execute(select(Opportunity.competitor).order_by(Opportunity.id))]
+    assert names == ["HubSpot", "Brand New CRM"]
+    flags = [r for (r,) in session.execute(select(ImportRow.reasons).order_by(ImportRow.id))]
+    assert flags[0] == [] and "'Brand New CRM' is not on the picklist" in flags[1][0]
