@@ -21,10 +21,12 @@ db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 config_app = typer.Typer(help="Marketing's config under config/.", no_args_is_help=True)
 import_app = typer.Typer(help="Import leads and CRM exports (CSV or JSONL).", no_args_is_help=True)
 run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
+rules_app = typer.Typer(help="Marketing's disqualification rules.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(import_app, name="import")
 app.add_typer(run_app, name="run")
+app.add_typer(rules_app, name="rules")
 
 out = Console()
 err = Console(stderr=True)
@@ -204,6 +206,63 @@ def backfill(
 
 def _without_report(counts: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in counts.items() if k != "report"}
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+@rules_app.command("preview")
+def rules_preview(
+    as_of: AsOf = None,
+    sample: Annotated[int, typer.Option(help="Leads shown per rule")] = 5,
+) -> None:
+    """How many leads each rule would hit, with a sample and their facts; writes nothing."""
+    from flows.timing import resolve_as_of
+    from tasks.rules.preview import preview_rules
+    from tasks.stages import current_config
+    from tasks.store.db import session_scope
+    from tasks.store.schema import ensure_schema
+
+    config = _guarded(current_config)
+    _guarded(ensure_schema)
+    moment = _guarded(resolve_as_of, as_of)
+    with session_scope(dry_run=True) as session:
+        previews = preview_rules(session, config, moment, sample=sample)
+    out.print(f"Rules as of {moment.isoformat()} (nothing written)", highlight=False)
+    for p in previews:
+        state = "enabled" if p.enabled else "disabled"
+        out.print(
+            f"{p.name} ({state}): {p.matches} lead(s) match, {p.acted_on} would be acted on",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for match in p.sample:
+            facts = ", ".join(f"{k}={v}" for k, v in match.facts.items())
+            out.print(f"  lead {match.lead_id}: {facts}", highlight=False, soft_wrap=True)
+
+
+@app.command("explain")
+def explain(lead_id: int) -> None:
+    """Every automatic decision about a lead, with its rule, facts and run."""
+    from tasks.rules.preview import explain_lead
+    from tasks.store.db import session_scope
+    from tasks.store.schema import ensure_schema
+
+    _guarded(ensure_schema)
+    with session_scope(dry_run=True) as session:
+        decisions = explain_lead(session, lead_id)
+    if not decisions:
+        _fail(f"no decisions recorded for lead {lead_id}")
+    for d in decisions:
+        facts = ", ".join(f"{k}={v}" for k, v in d["facts"].items())
+        out.print(
+            f"{d['as_of']}  {d['action']}  rule {d['rule']}"
+            + (f", reason {d['reason']}" if d["reason"] else "")
+            + (f", facts {facts}" if facts else "")
+            + f" (run {d['run_id']})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # -- reading ------------------------------------------------------------------------------------

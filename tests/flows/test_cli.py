@@ -92,3 +92,35 @@ def test_demo_story_matches_the_export(tmp_path: Path, monkeypatch: pytest.Monke
     code, report = invoke("--database", db, "report", "--format", "json")
     summary = json.loads(report)
     assert sum(summary["emails_by_status"].values()) == len(emails)
+
+
+def test_rules_preview_writes_nothing_and_explain_shows_why(engine: Engine) -> None:
+    import datetime as dt
+
+    from tasks.store.models import Decision
+    from tests.builders import days, lead, sent_email
+
+    t0 = dt.datetime(2026, 3, 2, 15, tzinfo=dt.UTC)
+    with Session(engine) as s:
+        quiet = lead(s, t0 - days(1))
+        for i in range(5):
+            sent_email(s, quiet.id, t0 + days(3 * i))
+        s.commit()
+        lead_id = quiet.id
+
+    code, output = invoke("rules", "preview", "--as-of", "2026-03-20")
+    assert code == 0, output
+    assert "five_unanswered_emails (enabled): 1 lead(s) match, 1 would be acted on" in output
+    assert f"lead {lead_id}: unanswered_emails=5" in output
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Decision)) == 0
+        assert s.get(Lead, lead_id).status.value == "nurturing"
+
+    code, output = invoke("run", "daily", "--as-of", "2026-03-20")
+    assert code == 0, output
+    code, output = invoke("explain", str(lead_id))
+    assert code == 0, output
+    assert (
+        "disqualify  rule five_unanswered_emails, reason unresponsive, facts unanswered_emails=5"
+        in output
+    )
