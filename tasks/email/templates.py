@@ -10,7 +10,6 @@ source, so markup or ``{{ }}`` in a lead's name stays inert; the HTML part is au
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +96,3 @@ def load_templates(directory: Path) -> dict[str, Template]:
     if problems:
         raise TemplateError(problems)
     return templates
-
-
-def escape(text: str) -> str:
-    return html.escape(text)

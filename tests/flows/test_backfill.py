@@ -1,10 +1,13 @@
 """A backfill over a range decides exactly what running each day in turn decides."""
 
 import datetime as dt
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from flows.daily import backfill, daily
@@ -16,13 +19,37 @@ from tasks.stages import current_config
 from tasks.store.db import make_engine
 from tasks.store.models import Decision, FollowUp, Opportunity, OutboxEmail, RunKind
 from tasks.store.schema import upgrade
+from tests.conftest import PG_ADMIN_URL
 
 START = dt.date(2026, 3, 2)
 DAYS = 24
 
 
-def _store(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / name}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """Make empty stores of one kind: SQLite files, or fresh PostgreSQL databases."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        if request.param == "sqlite":
+            return f"sqlite:///{tmp_path / name}"
+        if os.environ.get("NURTURE_TEST_SKIP_PG"):
+            pytest.skip("NURTURE_TEST_SKIP_PG is set")
+        database = f"nurture_test_{uuid.uuid4().hex[:10]}"
+        with create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{database}"'))
+        made.append(database)
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+
+    yield make
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for database in made:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _store(url: str, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("NURTURE_DATABASE_URL", url)
     upgrade(make_engine(url))
     book = generate_book(tmp_path / f"{name}-in", seed=3, leads=80, start=START, days=DAYS)
@@ -61,14 +88,16 @@ def _outcome(url: str) -> dict[str, list[tuple[object, ...]]]:
         }  # fmt: skip
 
 
-def test_backfill_equals_day_by_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backfill_equals_day_by_day(
+    new_store: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     end = START + dt.timedelta(days=DAYS - 1)
-    day_by_day = _store(tmp_path, "daily.db", monkeypatch)
+    day_by_day = _store(new_store("daily.db"), tmp_path, "daily.db", monkeypatch)
     for offset in range(DAYS):
         daily(as_of=(START + dt.timedelta(days=offset)).isoformat())
     expected = _outcome(day_by_day)
 
-    backfilled = _store(tmp_path, "backfill.db", monkeypatch)
+    backfilled = _store(new_store("backfill.db"), tmp_path, "backfill.db", monkeypatch)
     backfill(start=START.isoformat(), end=end.isoformat(), dry_run=False)
     got = _outcome(backfilled)
 
