@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tasks.store.models import Decision, DecisionAction
-from tasks.store.upsert import insert_ignore
+from tasks.store.upsert import fit, insert_ignore
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def record_decisions(
             "rule": d.rule,
             "lead_id": d.lead_id,
             "opportunity_id": d.opportunity_id,
-            "reason": d.reason,
+            "reason": fit(Decision.reason, d.reason),
             "facts": d.facts,
             "created_at": now,
         }

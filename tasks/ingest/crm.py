@@ -25,7 +25,7 @@ from tasks.ingest.dates import parse_day, parse_moment
 from tasks.ingest.leads import Outcome
 from tasks.ingest.normalise import email_key, fold, normalise_email, source_slug
 from tasks.ingest.reader import Kind, Record, read_records
-from tasks.ingest.rows import dialect_insert, fit, jsonable, table, update_by_id
+from tasks.ingest.rows import jsonable, update_by_id
 from tasks.store.models import (
     Activity,
     ActivityKind,
@@ -39,6 +39,7 @@ from tasks.store.models import (
     Opportunity,
     OpportunityStatus,
 )
+from tasks.store.upsert import dialect_insert, fit, table
 
 BATCH = 5_000
 ALREADY_IMPORTED = "already imported; left as is"

@@ -18,16 +18,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
+from tasks.decisions import NewDecision, record_decisions
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import Record, read_records
-from tasks.ingest.rows import (
-    dialect_insert,
-    fit,
-    jsonable,
-    record_fresh_decisions,
-    table,
-    update_by_id,
-)
+from tasks.ingest.rows import jsonable, update_by_id
 from tasks.store.models import (
     DecisionAction,
     ImportKind,
@@ -36,6 +30,7 @@ from tasks.store.models import (
     Lead,
     LeadStatus,
 )
+from tasks.store.upsert import dialect_insert, fit, table
 
 BATCH = 5_000
 # Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
@@ -343,7 +338,7 @@ class _Writer:
             insert(table(ImportRow)).returning(table(ImportRow).c.id, sort_by_parameter_order=True),
             import_rows,
         ).all()
-        decisions = []
+        decisions: list[NewDecision] = []
         for row, outcome, names, row_id, lead_id in zip(
             batch, outcomes, filled, row_ids, row_leads, strict=True
         ):
@@ -351,27 +346,26 @@ class _Writer:
             if outcome is ImportOutcome.MERGED:
                 by_email = (row.key or "").startswith("email:")
                 decisions.append(
-                    {
-                        "dedupe_key": f"merge:{row_id}",
-                        "action": DecisionAction.MERGE,
-                        "rule": "exact_email" if by_email else "exact_phone_and_name",
-                        "lead_id": lead_id,
-                        "reason": "same email" if by_email else "same phone and name",
-                        "facts": {**where, "import_row_id": row_id, "filled": names},
-                    }
+                    NewDecision(
+                        dedupe_key=f"merge:{row_id}",
+                        action=DecisionAction.MERGE,
+                        rule="exact_email" if by_email else "exact_phone_and_name",
+                        lead_id=lead_id,
+                        reason="same email" if by_email else "same phone and name",
+                        facts={**where, "import_row_id": row_id, "filled": names},
+                    )
                 )
             elif outcome is ImportOutcome.REJECTED:
                 decisions.append(
-                    {
-                        "dedupe_key": f"reject:{row_id}",
-                        "action": DecisionAction.REJECT,
-                        "rule": "ingest",
-                        "lead_id": None,
-                        "reason": "; ".join(row.lead.reasons),
-                        "facts": {**where, "import_row_id": row_id, "reasons": row.lead.reasons},
-                    }
+                    NewDecision(
+                        dedupe_key=f"reject:{row_id}",
+                        action=DecisionAction.REJECT,
+                        rule="ingest",
+                        reason="; ".join(row.lead.reasons),
+                        facts={**where, "import_row_id": row_id, "reasons": row.lead.reasons},
+                    )
                 )
-        record_fresh_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
+        record_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
 
 
 def _values(row: Any) -> dict[str, Any]:

@@ -62,17 +62,22 @@ class FactSet:
     def last_activity_at(self) -> ColumnElement[Any]:
         return self._last_activity(Activity.kind != ActivityKind.AUTO_REPLY)
 
-    def last_email_at(self) -> ColumnElement[Any]:
+    def _emails_out(self, aggregate: Any, *more: ColumnElement[bool]) -> ColumnElement[Any]:
+        """An aggregate over the lead's emails out the door by ``as_of``."""
         return (
-            select(func.max(OutboxEmail.sent_at))
+            select(aggregate)
             .where(
                 OutboxEmail.lead_id == Lead.id,
                 OutboxEmail.status.in_(OUT_THE_DOOR),
                 OutboxEmail.sent_at <= self.as_of,
+                *more,
             )
             .correlate(Lead)
             .scalar_subquery()
         )
+
+    def last_email_at(self) -> ColumnElement[Any]:
+        return self._emails_out(func.max(OutboxEmail.sent_at))
 
     def last_touch_at(self) -> ColumnElement[Any]:
         return greatest(
@@ -95,16 +100,7 @@ class FactSet:
     # -- counts -----------------------------------------------------------------------------
 
     def emails_sent(self) -> ColumnElement[Any]:
-        return (
-            select(func.count(OutboxEmail.id))
-            .where(
-                OutboxEmail.lead_id == Lead.id,
-                OutboxEmail.status.in_(OUT_THE_DOOR),
-                OutboxEmail.sent_at <= self.as_of,
-            )
-            .correlate(Lead)
-            .scalar_subquery()
-        )
+        return self._emails_out(func.count(OutboxEmail.id))
 
     def unanswered_emails(self) -> ColumnElement[Any]:
         """Emails out the door since the later of the last real reply and the cycle start.
@@ -113,20 +109,13 @@ class FactSet:
         stored as their own activity kind and so never reset the count.
         """
         since = greatest(self.dialect, self.last_reply_at(), self.cycle_start())
-        return (
-            select(func.count(OutboxEmail.id))
-            .where(
-                OutboxEmail.lead_id == Lead.id,
-                OutboxEmail.status.in_(OUT_THE_DOOR),
-                OutboxEmail.sent_at <= self.as_of,
-                OutboxEmail.sent_at > since,
-                or_(
-                    OutboxEmail.delivery.is_(None),
-                    OutboxEmail.delivery.not_in([Delivery.BOUNCED, Delivery.DROPPED]),
-                ),
-            )
-            .correlate(Lead)
-            .scalar_subquery()
+        return self._emails_out(
+            func.count(OutboxEmail.id),
+            OutboxEmail.sent_at > since,
+            or_(
+                OutboxEmail.delivery.is_(None),
+                OutboxEmail.delivery.not_in([Delivery.BOUNCED, Delivery.DROPPED]),
+            ),
         )
 
     def missed_meetings(self) -> ColumnElement[Any]:
