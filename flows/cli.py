@@ -58,6 +58,9 @@ def main(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _state["verbose"] = verbose
     if not verbose:
+        # The temporary local server may log a traceback when it is stopped while still
+        # flushing its own run-history events (not ours, and not our store); --verbose shows it.
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
         # Prefect logs every task run at INFO; the CLI prints its own summary instead.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
