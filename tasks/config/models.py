@@ -126,13 +126,77 @@ class FollowUps(Strict):
 
 # --- rules.yaml ------------------------------------------------------------------------------
 
+# Dates a rule can follow up on, as their facts are documented in the README ("Rule facts").
+DATE_FACTS = ("named_followup_date",)
+
+
+class FollowUpWhen(Strict):
+    """When a rule's follow-up falls due: on a date fact, else after a delay (either may be absent).
+
+    Written as one phrase: ``60 days``, ``named_followup_date``, or
+    ``named_followup_date or 4 months`` (the date the prospect named, else four months).
+    """
+
+    on: str | None = None
+    after: relativedelta | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _phrase(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        parts = [p.strip() for p in value.split(" or ")]
+        if len(parts) > 2 or not all(parts):
+            raise ValueError(_FOLLOW_UP_SHAPES)
+        on = parts[0] if parts[0] in DATE_FACTS else None
+        rest = parts[1:] if on else parts
+        if on is None and len(parts) == 2:
+            raise ValueError(f"unknown date fact {parts[0]!r}; {_FOLLOW_UP_SHAPES}")
+        if on is None and rest and not _looks_like_duration(rest[0]):
+            raise ValueError(f"unknown date fact {rest[0]!r}; {_FOLLOW_UP_SHAPES}")
+        return {"on": on, "after": _duration(rest[0]) if rest else None}
+
+    def due_on(self, as_of: dt.date, named: dt.date | None) -> tuple[dt.date, str] | None:
+        """The day to follow up and its basis, or None when neither the date nor a delay applies.
+
+        A named date already passed is no date: the delay (if any) applies instead.
+        """
+        if self.on and named and named > as_of:
+            return named, self.on
+        if self.after is not None:
+            return as_of + self.after, "rule_delay"
+        return None
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.on, self.after and format_duration(self.after)) if p]
+        return " or ".join(parts)
+
+
+_FOLLOW_UP_SHAPES = (
+    "expected a duration ('60 days'), a date fact (" + ", ".join(DATE_FACTS) + "), or both "
+    "as 'named_followup_date or 4 months'"
+)
+
+
+def _looks_like_duration(text: str) -> bool:
+    return text[:1].isdigit()
+
+
+FollowUpPhrase = Annotated[
+    FollowUpWhen,
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "description": "e.g. 60 days | named_followup_date or 4 months"}
+    ),
+]
+
 
 class Action(Strict):
     """One prescribed action; exactly one key is set, as in ``- disqualify: unresponsive``."""
 
     disqualify: LostReason | None = None
     send: Name | None = None
-    follow_up: Duration | None = None
+    follow_up: FollowUpPhrase | None = None
     release_owner: bool | None = None
     exit_cadences: bool | None = None
     tag: Name | None = None

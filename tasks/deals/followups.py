@@ -5,16 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from dateutil.relativedelta import relativedelta
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from tasks.config.models import FollowUps
 from tasks.deals.calendar import next_business_day
 from tasks.decisions import NewDecision, record_decisions
+from tasks.rules.facts import named_followup_date
 from tasks.store.models import (
-    Activity,
-    ActivityKind,
     DecisionAction,
     FollowUp,
     FollowUpStatus,
@@ -53,20 +51,7 @@ def schedule_for_lost_deals(
     session: Session, policy: FollowUps, as_of: dt.datetime, *, run_id: int | None
 ) -> int:
     """Schedule a follow-up for every lost deal (closed by us or by a person) that has none."""
-    named = aliased(Activity)
-    latest_named = (
-        select(named.followup_on)
-        .where(
-            named.lead_id == Opportunity.lead_id,
-            named.kind == ActivityKind.NAMED_FOLLOWUP,
-            named.occurred_at <= as_of,
-            named.followup_on.is_not(None),
-        )
-        .order_by(named.occurred_at.desc(), named.id.desc())
-        .limit(1)
-        .correlate(Opportunity)
-        .scalar_subquery()
-    )
+    latest_named = named_followup_date(Opportunity.lead_id, as_of, correlate=Opportunity)
     rows = session.execute(
         select(
             Opportunity.id,
@@ -128,24 +113,27 @@ def schedule_for_lost_deals(
 def schedule_for_leads(
     session: Session,
     policy: FollowUps,
-    requests: dict[int, tuple[str, relativedelta]],
+    requests: dict[int, tuple[str, dt.date, str]],
     as_of: dt.datetime,
     *,
     run_id: int | None,
 ) -> int:
-    """Lead-level follow-ups asked for by a rule: {lead_id: (decision key, delay)}."""
+    """Lead-level follow-ups asked for by a rule: {lead_id: (decision key, day, basis)}.
+
+    The day moves to the next business day, as every follow-up does.
+    """
     rows = [
         {
             "lead_id": lead_id,
             "opportunity_id": None,
             "dedupe_key": key,
-            "due_on": next_business_day(as_of.date() + delay, policy.holidays),
-            "basis": "rule",
+            "due_on": next_business_day(day, policy.holidays),
+            "basis": basis,
             "status": FollowUpStatus.SCHEDULED,
             "created_at": as_of,
             "run_id": run_id,
         }
-        for lead_id, (key, delay) in sorted(requests.items())
+        for lead_id, (key, day, basis) in sorted(requests.items())
     ]
     return len(insert_ignore(session, FollowUp, rows, ["dedupe_key"]))
 

@@ -2,7 +2,8 @@
 prescribed actions run set-based, each recorded as a decision with the facts that made it true.
 
 Rules run in order; a lead disqualified by one rule is not acted on by a later rule in the same
-run. A rule fires at most once per lead per episode: per engagement cycle and owner assignment.
+run. A rule acts once per lead per condition episode (see ``episodes.py``): when the condition
+starts to hold, not on every day it still holds.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from dateutil.relativedelta import relativedelta
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from tasks.cadences.enrolment import exit_enrolments
 from tasks.config.loader import NurtureConfig
-from tasks.config.models import Rule
+from tasks.config.models import FollowUpWhen, Rule
 from tasks.deals.followups import schedule_for_leads
 from tasks.decisions import NewDecision, record_decisions
 from tasks.email.outbox import QueuedEmail, enqueue_emails
 from tasks.owners import assign_owners
 from tasks.rules.compile import compile_condition
 from tasks.rules.conditions import facts_used
+from tasks.rules.episodes import step_episodes
 from tasks.rules.facts import FactSet, fact_for_display
 from tasks.store.models import (
     DecisionAction,
@@ -35,6 +36,8 @@ from tasks.store.models import (
 
 # Rules look at leads still in play; deals with an open opportunity follow the deal lifecycle.
 ELIGIBLE = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
+# Leads acted on per slice of statements.
+ACTION_BATCH = 5_000
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,14 @@ class ComputedFacts:
 @dataclass(frozen=True)
 class Match:
     lead_id: int
-    episode: str
     facts: dict[str, Any]
 
 
 @dataclass
 class RulesSummary:
+    # Leads for which the condition holds, and those among them whose episode began now.
     matched: dict[str, int] = field(default_factory=dict)
+    fired: dict[str, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     emails: int = 0
     followups: int = 0
@@ -75,12 +79,7 @@ def find_matches(
     # Facts are computed once per lead in an inner query, then filtered: a fact used in both
     # the condition and the explanation is not evaluated twice.
     inner = (
-        select(
-            Lead.id.label("id"),
-            facts.cycle_start().label("cycle"),
-            Lead.owner_assigned_at.label("owner_assigned_at"),
-            *(facts.value(name).label(name) for name in used),
-        )
+        facts.select_facts(used)
         .where(
             Lead.merged_into_id.is_(None),
             Lead.status.in_(ELIGIBLE),
@@ -100,9 +99,8 @@ def find_matches(
     for row in session.execute(query):
         if exclude and row.id in exclude:
             continue
-        episode = f"{_iso(row.cycle)}|{_iso(row.owner_assigned_at)}"
         shown = {name: fact_for_display(name, getattr(row, name), as_of) for name in used}
-        matches.append(Match(row.id, episode, shown))
+        matches.append(Match(row.id, shown))
     return matches
 
 
@@ -115,9 +113,15 @@ def apply_rules(
         if not rule.enabled:
             continue
         matches = find_matches(session, rule, as_of, exclude=disqualified)
+        began = step_episodes(session, rule.name, [m.lead_id for m in matches], as_of, run_id)
+        firing = [m for m in matches if m.lead_id in began]
         summary.matched[rule.name] = len(matches)
-        if matches:
-            disqualified |= _apply(session, config, rule, matches, as_of, run_id, summary)
+        summary.fired[rule.name] = len(firing)
+        # In slices: each action's statements name their leads, and a store bounds the
+        # parameters one statement may carry (PostgreSQL: 65,535).
+        for start in range(0, len(firing), ACTION_BATCH):
+            batch = firing[start : start + ACTION_BATCH]
+            disqualified |= _apply(session, config, rule, batch, began, as_of, run_id, summary)
     return summary
 
 
@@ -126,14 +130,19 @@ def _apply(
     config: NurtureConfig,
     rule: Rule,
     matches: list[Match],
+    episodes: dict[int, dt.datetime],
     as_of: dt.datetime,
     run_id: int | None,
     summary: RulesSummary,
 ) -> set[int]:
-    """Run the rule's actions for its matches; return the leads it disqualified."""
+    """Run the rule's actions for leads whose episode began; return the leads it disqualified."""
+
+    def key(lead_id: int, action: str) -> str:
+        return f"rule:{rule.name}:{lead_id}:{episodes[lead_id].isoformat()}:{action}"
+
     decisions = [
         NewDecision(
-            dedupe_key=_key(rule, match, action.kind),
+            dedupe_key=key(match.lead_id, action.kind),
             action=_decision_action(action.kind),
             rule=rule.name,
             lead_id=match.lead_id,
@@ -146,7 +155,7 @@ def _apply(
     new = record_decisions(session, decisions, run_id=run_id, as_of=as_of)
     disqualified: set[int] = set()
     for action in rule.then:
-        keyed = {m.lead_id: _key(rule, m, action.kind) for m in matches}
+        keyed = {m.lead_id: key(m.lead_id, action.kind) for m in matches}
         lead_ids = sorted(lead for lead, key in keyed.items() if key in new)
         if not lead_ids:
             continue
@@ -171,11 +180,8 @@ def _apply(
                 enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of)
             )
         elif action.follow_up is not None:
-            requests: dict[int, tuple[str, relativedelta]] = {
-                lead: (keyed[lead], action.follow_up) for lead in lead_ids
-            }
-            summary.followups += schedule_for_leads(
-                session, config.followups, requests, as_of, run_id=run_id
+            summary.followups += _follow_up(
+                session, config, action.follow_up, keyed, lead_ids, as_of, run_id
             )
         elif action.release_owner:
             previous: dict[int, int | None] = {
@@ -214,6 +220,29 @@ def _apply(
     return disqualified
 
 
+def _follow_up(
+    session: Session,
+    config: NurtureConfig,
+    when: FollowUpWhen,
+    keyed: dict[int, str],
+    lead_ids: list[int],
+    as_of: dt.datetime,
+    run_id: int | None,
+) -> int:
+    """Schedule the rule's follow-ups: on the date fact where the lead has one, else the delay."""
+    named: dict[int, dt.date | None] = {}
+    if when.on:
+        facts = FactSet(as_of, session.get_bind().dialect.name)
+        query = facts.select_facts([when.on]).where(Lead.id.in_(lead_ids))
+        named = dict(session.execute(query).tuples().all())
+    requests: dict[int, tuple[str, dt.date, str]] = {}
+    for lead in lead_ids:
+        due = when.due_on(as_of.date(), named.get(lead))
+        if due is not None:
+            requests[lead] = (keyed[lead], *due)
+    return schedule_for_leads(session, config.followups, requests, as_of, run_id=run_id)
+
+
 def _set_status(
     session: Session, lead_ids: list[int], status: LeadStatus, reason: str, as_of: dt.datetime
 ) -> None:
@@ -223,10 +252,6 @@ def _set_status(
         .values(status=status, status_reason=reason, status_changed_at=as_of)
         .execution_options(synchronize_session="fetch")
     )
-
-
-def _key(rule: Rule, match: Match, action: str) -> str:
-    return f"rule:{rule.name}:{match.lead_id}:{match.episode}:{action}"
 
 
 def _decision_action(kind: str) -> DecisionAction:
@@ -246,9 +271,3 @@ def _action_value(action: Any) -> str | None:
     if value is True or value is None:
         return None
     return str(getattr(value, "value", value))
-
-
-def _iso(value: Any) -> str:
-    if value is None:
-        return "-"
-    return value if isinstance(value, str) else value.isoformat()

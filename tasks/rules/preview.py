@@ -38,7 +38,7 @@ def preview_rules(
     summary = apply_rules(session, config, as_of, run_id=None)
     for preview in previews:
         if preview.enabled:
-            preview.acted_on = summary.matched.get(preview.name, 0)
+            preview.acted_on = summary.fired.get(preview.name, 0)
     return previews
 
 

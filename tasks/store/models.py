@@ -442,6 +442,37 @@ class Suppression(Base):
     source: Mapped[str | None] = mapped_column(String(64))
 
 
+class RuleEpisode(Base):
+    """A stretch of days during which a rule's condition held for a lead.
+
+    A rule acts when an episode opens and not again while it stays open; the episode closes on
+    the first run at which the condition no longer holds, so a later return of the condition is
+    a new episode and acts again. That is what "once per lead per condition episode" means.
+    """
+
+    __tablename__ = "rule_episodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    # The as_of of the run that first saw the condition hold: also part of the decisions' keys.
+    started_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+    __table_args__ = (
+        # At most one open episode per rule and lead.
+        Index(
+            "uq_rule_episodes_open",
+            "rule",
+            "lead_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+    )
+
+
 class Decision(Base):
     """Every automatic decision: what, about whom, why (rule and facts), by which run, as of when."""
 

@@ -45,12 +45,16 @@ class SchemaOutOfDate(RuntimeError):
 
 
 def ensure_schema(engine: Engine | None = None) -> None:
-    """Migrate an empty embedded SQLite store (zero set-up); refuse an out-of-date other one."""
+    """Bring the embedded SQLite store to head (zero set-up); refuse an out-of-date other one.
+
+    A shared PostgreSQL store is migrated by ops on purpose (`nurture db upgrade`), never as a
+    side effect of whichever flow run happens to start first.
+    """
     engine = engine or get_engine()
     current = current_revision(engine)
     if current == head_revision():
         return
-    if current is None and engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite":
         upgrade(engine)
         return
     raise SchemaOutOfDate(

@@ -6,10 +6,10 @@ second attempt (rerun, backfill, concurrent run) inserts nothing and reports tha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, TextClause
+from sqlalchemy import ARRAY, ColumnElement, Integer, Table, TextClause, any_, cast, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -68,3 +68,25 @@ def fit(column: InstrumentedAttribute[Any], value: str | None) -> str | None:
 def rowcount(result: Any) -> int:
     """Rows an UPDATE or DELETE touched (a CursorResult's rowcount; 0 when unknown)."""
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
+
+
+# Ids named per statement on SQLite: under its default bound-parameter limit (32,766).
+SQLITE_SLICE = 5_000
+
+
+def id_slices(session: Session, ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    """The ids in as few slices as the store allows: one on PostgreSQL (see ``among``)."""
+    size = len(ids) if session.get_bind().dialect.name == "postgresql" else SQLITE_SLICE
+    for start in range(0, len(ids), max(size, 1)):
+        yield ids[start : start + size]
+
+
+def among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """``column IN ids``; on PostgreSQL as ``= ANY(array)``, ONE parameter however many ids.
+
+    An IN list is one bound parameter per id: PostgreSQL refuses more than 65,535 of them, and
+    planning a statement with thousands costs more than running it.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(cast(literal(list(ids), ARRAY(Integer)), ARRAY(Integer)))
+    return column.in_(list(ids))
