@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from tasks.cadences.enrolment import enrol
 from tasks.ingest.crm import import_activities, import_opportunities
-from tasks.ingest.leads import import_leads, write_outcomes_csv
+from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
 from tasks.owners import assign_owners, sync_owners
 from tasks.runs import finish_run, start_run
 from tasks.stages import current_config
@@ -29,7 +29,12 @@ def import_leads_task(
     with session_scope() as session:
         run = start_run(session, RunKind.INGEST, as_of)
         result = import_leads(
-            session, [Path(f) for f in files], run_id=run.id, as_of=as_of, encoding=encoding
+            session,
+            [Path(f) for f in files],
+            run_id=run.id,
+            as_of=as_of,
+            encoding=encoding,
+            keep_outcomes=False,
         )
         sync_owners(session, config.owners)
         new_ids = list(result.new_lead_ids)
@@ -53,8 +58,10 @@ def import_leads_task(
                 )
         counts = {**result.counts, "enrolled": enrolled, "run_id": run.id}
         finish_run(session, run, counts)
-    if outcomes:
-        write_outcomes_csv(Path(outcomes), result.outcomes)
+        if outcomes:
+            write_outcomes_csv(
+                Path(outcomes), stored_outcomes(session, run.id), several_files=len(files) > 1
+            )
     return counts
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, record_decisions
 from tasks.ingest.normalise import CleanLead, clean_lead
-from tasks.ingest.reader import Record, read_records
+from tasks.ingest.reader import Record, read_records, resolve_encoding
 from tasks.ingest.rows import jsonable, update_by_id
 from tasks.store.models import (
     DecisionAction,
@@ -96,32 +96,50 @@ def import_leads(
     run_id: int,
     as_of: dt.datetime,
     encoding: str | None = None,
+    keep_outcomes: bool = True,
 ) -> LeadImportResult:
-    """Import lead files into the caller's transaction; raises IngestFileError before writing."""
-    batches = _read_all([Path(f) for f in files], encoding)
-    writer = _Writer(session, run_id, as_of)
-    for batch in batches:
+    """Import lead files into the caller's transaction, streaming them batch by batch.
+
+    Every file is read through once for its structure (encoding, header, well-formed lines)
+    before anything is written, so a malformed line at the end of the last file writes nothing;
+    then the files are read again and written batch by batch, never held in memory.
+    ``keep_outcomes=False`` keeps no per-row outcome in memory either (a million-row import):
+    read them back with ``stored_outcomes``.
+    """
+    paths = [Path(f) for f in files]
+    encodings = {path: _check_file(path, encoding) for path in paths}
+    writer = _Writer(session, run_id, as_of, keep_outcomes=keep_outcomes)
+    for batch in _batches(paths, encodings):
         writer.write(batch)
     session.flush()
     return writer.result
 
 
-def _read_all(files: list[Path], encoding: str | None) -> list[list[_Row]]:
-    batches: list[list[_Row]] = []
+def _check_file(path: Path, encoding: str | None) -> str:
+    """The file's encoding, once every line has been read and found well-formed.
+
+    Only the structure: parsing CSV costs a small fraction of cleaning the values.
+    """
+    chosen = resolve_encoding(path, encoding)
+    for _ in read_records(path, "lead", chosen):
+        pass
+    return chosen
+
+
+def _batches(paths: list[Path], encodings: dict[Path, str]) -> Iterator[list[_Row]]:
     batch: list[_Row] = []
-    for path in files:
-        for record in read_records(path, "lead", encoding):
+    for path in paths:
+        for record in read_records(path, "lead", encodings[path]):
             lead = clean_lead(record.fields)
             key = None if lead.rejected else identity(
                 lead.email_key, lead.phone, lead.first_name, lead.last_name
             )  # fmt: skip
             batch.append(_Row(str(path), record, lead, key))
             if len(batch) >= BATCH:
-                batches.append(batch)
+                yield batch
                 batch = []
     if batch:
-        batches.append(batch)
-    return batches
+        yield batch
 
 
 def _empty(name: str, value: Any) -> bool:
@@ -146,8 +164,11 @@ def _dated(target: dict[str, Any], created: dt.datetime) -> None:
 class _Writer:
     """Writes batches in order; what one batch created is found by the next one's lookup."""
 
-    def __init__(self, session: Session, run_id: int, as_of: dt.datetime) -> None:
+    def __init__(
+        self, session: Session, run_id: int, as_of: dt.datetime, *, keep_outcomes: bool
+    ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
+        self.keep_outcomes = keep_outcomes
         self.result = LeadImportResult()
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
@@ -318,9 +339,10 @@ class _Writer:
         for row, outcome, lead_id in zip(batch, outcomes, row_leads, strict=True):
             counts["rows"] += 1
             counts[outcome.value] += 1
-            self.result.outcomes.append(
-                Outcome(row.file, row.record.row_number, outcome, lead_id, row.lead.reasons)
-            )
+            if self.keep_outcomes:
+                self.result.outcomes.append(
+                    Outcome(row.file, row.record.row_number, outcome, lead_id, row.lead.reasons)
+                )
             import_rows.append(
                 {
                     "run_id": self.run_id,
@@ -372,9 +394,24 @@ def _values(row: Any) -> dict[str, Any]:
     return {name: getattr(row, name) for name in FILLABLE}
 
 
-def write_outcomes_csv(path: Path, outcomes: Sequence[Outcome]) -> None:
+def stored_outcomes(session: Session, run_id: int) -> Iterator[Outcome]:
+    """An import's per-row outcomes, read back from the store in input order, streamed."""
+    rows = session.execute(
+        select(
+            ImportRow.file, ImportRow.row_number, ImportRow.outcome, ImportRow.lead_id,
+            ImportRow.reasons,
+        )
+        .where(ImportRow.run_id == run_id, ImportRow.kind == ImportKind.LEAD)
+        .order_by(ImportRow.id)
+        .execution_options(yield_per=10_000)
+    )  # fmt: skip
+    for row in rows:
+        yield Outcome(row.file, row.row_number, row.outcome, row.lead_id, list(row.reasons))
+
+
+def write_outcomes_csv(path: Path, outcomes: Iterable[Outcome], *, several_files: bool) -> None:
     """``row,outcome,lead_id,reasons`` (row = 1-based data row), plus ``file`` for several files."""
-    several = len({o.file for o in outcomes}) > 1
+    several = several_files
     with Path(path).open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "outcome", "lead_id", "reasons", *(["file"] if several else [])])

@@ -205,7 +205,7 @@ def detect_encoding(path: Path) -> str:
     )
 
 
-def _resolve_encoding(path: Path, encoding: str | None) -> str:
+def resolve_encoding(path: Path, encoding: str | None) -> str:
     if encoding is None:
         return detect_encoding(path)
     try:
@@ -229,7 +229,7 @@ def read_records(path: Path, kind: Kind, encoding: str | None = None) -> Iterato
     path = Path(path)
     if not path.is_file():
         raise IngestFileError(path, None, "no such file")
-    chosen = _resolve_encoding(path, encoding)
+    chosen = resolve_encoding(path, encoding)
     try:
         if path.suffix.lower() in JSONL_SUFFIXES:
             yield from _read_jsonl(path, kind, chosen)

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from tasks.demo.generator import generate_book
 from tasks.ingest import leads as lead_import
-from tasks.ingest.leads import import_leads, write_outcomes_csv
+from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
 from tasks.ingest.reader import IngestFileError
+from tasks.runs import start_run
 from tasks.store.models import (
     Decision,
     DecisionAction,
@@ -194,16 +195,19 @@ def test_a_structural_error_in_any_file_writes_nothing(session: Session, run_id:
 
 
 def test_outcomes_csv(session: Session, run_id: int, tmp_path: Path) -> None:
-    one = import_leads(session, FILES[:1], run_id=run_id, as_of=AS_OF)
+    one = import_leads(session, FILES[:1], run_id=run_id, as_of=AS_OF, keep_outcomes=False)
+    assert one.outcomes == []  # a million-row import keeps none in memory
     out = tmp_path / "out.csv"
-    write_outcomes_csv(out, one.outcomes)
+    write_outcomes_csv(out, stored_outcomes(session, run_id), several_files=False)
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["row", "outcome", "lead_id", "reasons"]
     assert [r[:2] for r in rows[1:]] == [["1", "accepted"], ["2", "accepted"], ["3", "rejected"], ["4", "accepted"]]  # fmt: skip
     assert rows[3][2:] == ["", "test row"]
     assert rows[1][3] == "unreadable timing answer 'maybe' (expected yes, no or unknown)"
-    several = import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
-    write_outcomes_csv(out, several.outcomes)
+    second_run = start_run(session, RunKind.INGEST, AS_OF).id
+    several = import_leads(session, FILES, run_id=second_run, as_of=AS_OF)
+    assert list(stored_outcomes(session, second_run)) == several.outcomes
+    write_outcomes_csv(out, several.outcomes, several_files=True)
     header, *body = list(csv.reader(out.open()))
     assert header == ["row", "outcome", "lead_id", "reasons", "file"] and len(body) == 14
 
