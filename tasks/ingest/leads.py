@@ -19,8 +19,9 @@ from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, record_decisions
-from tasks.ingest.normalise import CleanLead, clean_lead
-from tasks.ingest.reader import Record, read_records, resolve_encoding
+from tasks.ingest.cleaning import CleanRow, cleaned, identity
+from tasks.ingest.normalise import CleanLead
+from tasks.ingest.reader import read_records, resolve_encoding
 from tasks.ingest.rows import jsonable, update_by_id
 from tasks.store.models import (
     DecisionAction,
@@ -32,7 +33,6 @@ from tasks.store.models import (
 )
 from tasks.store.upsert import dialect_insert, fit, table
 
-BATCH = 5_000
 # Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
 FILLABLE = ("phone", "first_name", "last_name", "company", "title", "country", "source",
             "budget", "authority", "need", "timing", "tags")  # fmt: skip
@@ -60,33 +60,11 @@ class LeadImportResult:
 
 
 @dataclass(slots=True)
-class _Row:
-    file: str
-    record: Record
-    lead: CleanLead
-    key: str | None  # the dedupe identity; None for a rejected row
-
-
-@dataclass(slots=True)
 class _Stored:
     """A lead already in the store, with the values a duplicate may fill."""
 
     id: int
     values: dict[str, Any]
-
-
-def identity(
-    email_key: str | None, phone: str | None, first: str | None, last: str | None
-) -> str | None:
-    """The exact dedupe key: the folded address; without one, the phone with the person's name.
-
-    A phone alone is not a person (colleagues share a switchboard), so it never merges by itself.
-    """
-    if email_key:
-        return f"email:{email_key}"
-    if phone:
-        return f"phone:{phone}:{(first or '').casefold()} {(last or '').casefold()}"
-    return None
 
 
 def import_leads(
@@ -97,49 +75,31 @@ def import_leads(
     as_of: dt.datetime,
     encoding: str | None = None,
     keep_outcomes: bool = True,
+    parallel: bool | None = None,
 ) -> LeadImportResult:
     """Import lead files into the caller's transaction, streaming them batch by batch.
 
-    Every file is read through once for its structure (encoding, header, well-formed lines)
-    before anything is written, so a malformed line at the end of the last file writes nothing;
-    then the files are read again and written batch by batch, never held in memory.
-    ``keep_outcomes=False`` keeps no per-row outcome in memory either (a million-row import):
-    read them back with ``stored_outcomes``.
+    Every file's encoding and header are checked before anything is written; then the files are
+    read, cleaned and written batch by batch, never held in memory. A malformed line further
+    down raises ``IngestFileError`` with its file and line, and the caller, who owns the one
+    transaction and commits nothing before the end, rolls it all back. ``keep_outcomes=False`` keeps no per-row outcome in memory either (a million-row import):
+    read them back with ``stored_outcomes``. Large files are cleaned in a second process while
+    this one writes (``parallel``; see ``cleaning.py``).
     """
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding) for path in paths}
     writer = _Writer(session, run_id, as_of, keep_outcomes=keep_outcomes)
-    for batch in _batches(paths, encodings):
+    for batch in cleaned(paths, encodings, parallel=parallel):
         writer.write(batch)
     session.flush()
     return writer.result
 
 
 def _check_file(path: Path, encoding: str | None) -> str:
-    """The file's encoding, once every line has been read and found well-formed.
-
-    Only the structure: parsing CSV costs a small fraction of cleaning the values.
-    """
+    """The file's encoding (the whole file is scanned for it), once its header reads well."""
     chosen = resolve_encoding(path, encoding)
-    for _ in read_records(path, "lead", chosen):
-        pass
+    next(iter(read_records(path, "lead", chosen)), None)
     return chosen
-
-
-def _batches(paths: list[Path], encodings: dict[Path, str]) -> Iterator[list[_Row]]:
-    batch: list[_Row] = []
-    for path in paths:
-        for record in read_records(path, "lead", encodings[path]):
-            lead = clean_lead(record.fields)
-            key = None if lead.rejected else identity(
-                lead.email_key, lead.phone, lead.first_name, lead.last_name
-            )  # fmt: skip
-            batch.append(_Row(str(path), record, lead, key))
-            if len(batch) >= BATCH:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
 
 
 def _empty(name: str, value: Any) -> bool:
@@ -174,7 +134,7 @@ class _Writer:
         # tells when the lead began (a Pipedrive export has no created column).
         self.undated: set[int] = set()
 
-    def write(self, batch: list[_Row]) -> None:
+    def write(self, batch: list[CleanRow]) -> None:
         known = self._stored({row.key for row in batch if row.key})
         pending: dict[str, dict[str, Any]] = {}  # key -> the lead row this batch inserts
         pending_undated: set[str] = set()
@@ -328,7 +288,7 @@ class _Writer:
 
     def _keep_rows(
         self,
-        batch: list[_Row],
+        batch: list[CleanRow],
         outcomes: list[ImportOutcome],
         filled: list[list[str]],
         lead_ids: dict[str, int],
