@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from tasks.store.models import (
     Lead,
     LeadStatus,
 )
-from tasks.store.upsert import dialect_insert, fit, table
+from tasks.store.upsert import append_rows, dialect_insert, fit, table
 
 # Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
 FILLABLE = ("phone", "first_name", "last_name", "company", "title", "country", "source",
@@ -129,6 +130,9 @@ class _Writer:
     ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
         self.keep_outcomes = keep_outcomes
+        # Names this import in its decisions' keys: rows are numbered within one import, and a
+        # run may import more than once.
+        self.import_key = uuid.uuid4().hex[:12]
         self.result = LeadImportResult()
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
@@ -294,6 +298,7 @@ class _Writer:
         lead_ids: dict[str, int],
     ) -> None:
         counts = self.result.counts
+        first = counts["rows"]  # rows are numbered within the run, in input order
         import_rows = []
         row_leads = [lead_ids.get(row.key) if row.key else None for row in batch]
         for row, outcome, lead_id in zip(batch, outcomes, row_leads, strict=True):
@@ -316,35 +321,33 @@ class _Writer:
                     "reasons": row.lead.reasons,
                 }
             )
-        row_ids = self.session.scalars(
-            insert(table(ImportRow)).returning(table(ImportRow).c.id, sort_by_parameter_order=True),
-            import_rows,
-        ).all()
+        append_rows(self.session, ImportRow, import_rows)
         decisions: list[NewDecision] = []
-        for row, outcome, names, row_id, lead_id in zip(
-            batch, outcomes, filled, row_ids, row_leads, strict=True
+        for ordinal, (row, outcome, names, lead_id) in enumerate(
+            zip(batch, outcomes, filled, row_leads, strict=True), start=first + 1
         ):
+            # The decision names its input row by file and row number.
             where = {"file": Path(row.file).name, "row": row.record.row_number}
             if outcome is ImportOutcome.MERGED:
                 by_email = (row.key or "").startswith("email:")
                 decisions.append(
                     NewDecision(
-                        dedupe_key=f"merge:{row_id}",
+                        dedupe_key=f"merge:{self.import_key}:{ordinal}",
                         action=DecisionAction.MERGE,
                         rule="exact_email" if by_email else "exact_phone_and_name",
                         lead_id=lead_id,
                         reason="same email" if by_email else "same phone and name",
-                        facts={**where, "import_row_id": row_id, "filled": names},
+                        facts={**where, "filled": names},
                     )
                 )
             elif outcome is ImportOutcome.REJECTED:
                 decisions.append(
                     NewDecision(
-                        dedupe_key=f"reject:{row_id}",
+                        dedupe_key=f"reject:{self.import_key}:{ordinal}",
                         action=DecisionAction.REJECT,
                         rule="ingest",
                         reason="; ".join(row.lead.reasons),
-                        facts={**where, "import_row_id": row_id, "reasons": row.lead.reasons},
+                        facts={**where, "reasons": row.lead.reasons},
                     )
                 )
         record_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)

@@ -90,3 +90,39 @@ def among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bo
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(cast(literal(list(ids), ARRAY(Integer)), ARRAY(Integer)))
     return column.in_(list(ids))
+
+
+def append_rows(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that no constraint can refuse (a log such as import rows), in bulk, no ids back.
+
+    PostgreSQL takes them by COPY, SQLite by the driver's executemany: either is several times
+    faster than a multi-row INSERT built by SQLAlchemy, which matters at a million rows. Values
+    go through each column's own bind processing (aware datetimes to naive UTC, enums to their
+    values, JSON to text), so what is stored is what an ORM insert would store.
+    """
+    if not rows:
+        return
+    target = table(model)
+    dialect = session.get_bind().dialect
+    columns = [c for c in target.columns if c.name in rows[0]]
+    processors = [c.type.bind_processor(dialect) for c in columns]
+
+    def values(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            process(row[c.name]) if process else row[c.name]
+            for c, process in zip(columns, processors, strict=True)
+        )
+
+    names = ", ".join(c.name for c in columns)
+    connection = session.connection()
+    if dialect.name == "postgresql":
+        driver = connection.connection.driver_connection
+        copy_sql = f"COPY {target.name} ({names}) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(values(row))
+        return
+    marks = ", ".join("?" for _ in columns)
+    connection.exec_driver_sql(
+        f"INSERT INTO {target.name} ({names}) VALUES ({marks})", [values(r) for r in rows]
+    )

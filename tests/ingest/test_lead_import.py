@@ -126,20 +126,20 @@ def test_every_row_is_kept_with_file_line_raw_and_reasons(session: Session, run_
 
 def test_merges_and_rejections_are_decisions(session: Session, run_id: int) -> None:
     import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
-    rows = {r.id: r for r in session.scalars(select(ImportRow))}
+    rows = {(Path(r.file).name, r.row_number): r for r in session.scalars(select(ImportRow))}
     decisions = session.scalars(select(Decision).order_by(Decision.id)).all()
     merges = [d for d in decisions if d.action is DecisionAction.MERGE]
     rejects = [d for d in decisions if d.action is DecisionAction.REJECT]
     assert len(merges) == 4 and len(rejects) == 2 and len(decisions) == 6
     for d in merges:
-        row = rows[int(d.dedupe_key.removeprefix("merge:"))]
+        row = rows[d.facts["file"], d.facts["row"]]
         assert row.outcome is ImportOutcome.MERGED and d.lead_id == row.lead_id
         assert (d.run_id, d.as_of) == (run_id, AS_OF)
     assert sorted(d.rule for d in merges) == ["exact_email"] * 3 + ["exact_phone_and_name"]
     mia_merge = next(d for d in merges if d.facts["file"] == "salesforce_leads.csv")
     assert mia_merge.facts["filled"] == ["phone"]
     for d in rejects:
-        row = rows[int(d.dedupe_key.removeprefix("reject:"))]
+        row = rows[d.facts["file"], d.facts["row"]]
         assert row.outcome is ImportOutcome.REJECTED and d.rule == "ingest"
         assert d.reason == "; ".join(row.reasons)
 
