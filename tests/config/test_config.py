@@ -93,3 +93,18 @@ def test_cli_validate_exits_non_zero_and_prints_each_problem(cfg_dir: Path) -> N
     ok = CliRunner().invoke(app, ["config", "validate", str(REPO / "config")])
     assert ok.exit_code == 0, ok.output
     assert "ok (5 rules" in ok.output
+
+
+def test_a_follow_up_on_an_unknown_date_fact_names_file_and_line(cfg_dir: Path) -> None:
+    rules = cfg_dir / "rules.yaml"
+    text = rules.read_text().replace(
+        "follow_up: named_followup_date or 4 months", "follow_up: named_folowup_date or 4 months"
+    )
+    rules.write_text(text)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "named_folowup_date" in row)
+    found = problems(cfg_dir)
+    assert any(
+        f"rules.yaml, line {line}: rules[1].then[1].follow_up: " in p
+        and "unknown date fact 'named_folowup_date'" in p
+        for p in found
+    ), found
