@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tasks.store.models import Decision, DecisionAction
-from tasks.store.upsert import fit, insert_ignore
+from tasks.store.upsert import dialect_insert, fit, table
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,13 @@ def record_decisions(
         }
         for d in decisions
     ]
-    new_ids = insert_ignore(session, Decision, rows, ["dedupe_key"])
-    if not new_ids:
+    if not rows:
         return {}
-    keys = session.query(Decision.dedupe_key, Decision.id).filter(Decision.id.in_(new_ids))
-    return dict(keys.all())  # type: ignore[arg-type]
+    # The keys come back with the ids: asking for them afterwards would name every new id in
+    # one statement, which a store bounds (PostgreSQL: 65,535 parameters).
+    stmt = (
+        dialect_insert(session, Decision)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(table(Decision).c.dedupe_key, table(Decision).c.id)
+    )
+    return dict(session.execute(stmt, rows).tuples().all())

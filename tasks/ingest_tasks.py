@@ -42,9 +42,12 @@ def import_leads_task(
         created: dict[int, dt.datetime] = {
             row.id: row.created_at
             # Only leads with an address can be in an email cadence.
+            # The leads this import created, named by run rather than listed by id.
             for row in session.execute(
                 select(Lead.id, Lead.created_at).where(
-                    Lead.id.in_(new_ids), Lead.email.is_not(None)
+                    Lead.created_run_id == run.id,
+                    Lead.merged_into_id.is_(None),
+                    Lead.email.is_not(None),
                 )
             )
         }

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tasks.config.models import Cadence, Sending
 from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
-from tasks.store.upsert import insert_ignore, rowcount
+from tasks.store.upsert import among, id_slices, insert_ignore, rowcount
 
 
 def at_send_hour(moment: dt.datetime, sending: Sending) -> dt.datetime:
@@ -54,38 +54,45 @@ def enrol(
         where=text("status = 'active'"),
     )
     if ids:
-        session.execute(
-            update(Lead)
-            .where(Lead.id.in_(starts), Lead.status == LeadStatus.NEW)
-            .values(status=LeadStatus.NURTURING)
-            .execution_options(synchronize_session="fetch")
-        )
+        for some in id_slices(session, sorted(starts)):
+            session.execute(
+                update(Lead)
+                .where(among(session, Lead.id, some), Lead.status == LeadStatus.NEW)
+                .values(status=LeadStatus.NURTURING)
+                .execution_options(synchronize_session="fetch")
+            )
     return ids
 
 
 def exit_enrolments(
     session: Session, lead_ids: Iterable[int], reason: str, as_of: dt.datetime
 ) -> int:
-    ids = list(lead_ids)
-    if not ids:
-        return 0
-    result = session.execute(
-        update(CadenceEnrolment)
-        .where(
-            CadenceEnrolment.lead_id.in_(ids),
-            CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+    exited = 0
+    for ids in id_slices(session, list(lead_ids)):
+        result = session.execute(
+            update(CadenceEnrolment)
+            .where(
+                among(session, CadenceEnrolment.lead_id, ids),
+                CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+            )
+            .values(
+                status=EnrolmentStatus.EXITED, ended_at=as_of, end_reason=reason, next_due_at=None
+            )
+            .execution_options(synchronize_session="fetch")
         )
-        .values(status=EnrolmentStatus.EXITED, ended_at=as_of, end_reason=reason, next_due_at=None)
-        .execution_options(synchronize_session="fetch")
-    )
-    return rowcount(result)
+        exited += rowcount(result)
+    return exited
 
 
 def active_lead_ids(session: Session, lead_ids: Iterable[int]) -> set[int]:
-    ids = list(lead_ids)
-    rows = session.execute(
-        select(CadenceEnrolment.lead_id).where(
-            CadenceEnrolment.lead_id.in_(ids), CadenceEnrolment.status == EnrolmentStatus.ACTIVE
+    active: set[int] = set()
+    for ids in id_slices(session, list(lead_ids)):
+        active.update(
+            session.scalars(
+                select(CadenceEnrolment.lead_id).where(
+                    among(session, CadenceEnrolment.lead_id, ids),
+                    CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+                )
+            )
         )
-    )
-    return set(rows.scalars())
+    return active
