@@ -148,7 +148,7 @@ def hand_written(conn: Connection, config: NurtureConfig, as_of: dt.datetime, ru
 
     run(text(f"{temp} disq (id INTEGER PRIMARY KEY)"))
     eligible = """l.merged_into_id IS NULL AND l.status IN ('new', 'working', 'nurturing', 'qualified')
-        AND l.created_at <= :as_of AND l.id NOT IN (SELECT id FROM disq)
+        AND l.created_at <= :as_of AND NOT EXISTS (SELECT 1 FROM disq WHERE disq.id = l.id)
         AND NOT EXISTS (SELECT 1 FROM opportunities o WHERE o.lead_id = l.id AND o.status = 'open')"""
     run(
         text(f"""{temp} act AS SELECT lead_id,
@@ -158,6 +158,7 @@ def hand_written(conn: Connection, config: NurtureConfig, as_of: dt.datetime, ru
         FROM activities WHERE occurred_at <= :as_of GROUP BY lead_id"""),
         params,
     )
+    run(text("CREATE UNIQUE INDEX act_lead ON act (lead_id)"))
     matches = {
         "five_unanswered_emails": f"""SELECT l.id, {json}('unanswered_emails', count(*)) AS facts
             FROM leads l JOIN outbox_emails e ON e.lead_id = l.id
@@ -189,9 +190,10 @@ def hand_written(conn: Connection, config: NurtureConfig, as_of: dt.datetime, ru
         rule = rules[name]
         p = params | {"rule": name, "idle_bound": days_ago(100)}
         run(text(f"{temp} m AS {match_sql}"), p)
+        run(text("CREATE UNIQUE INDEX m_id ON m (id)"))
         run(
             text("""UPDATE rule_episodes SET ended_at = :as_of WHERE rule = :rule
-                AND ended_at IS NULL AND lead_id NOT IN (SELECT id FROM m)"""),
+                AND ended_at IS NULL AND NOT EXISTS (SELECT 1 FROM m WHERE m.id = rule_episodes.lead_id)"""),
             p,
         )
         run(
@@ -279,8 +281,8 @@ def _reassign(run: Callable[..., Any], sqlite: bool, p: dict[str, Any], iso: str
             ELSE o.id END AS owner FROM ra JOIN ro o ON o.k = ra.k"""),
     )
     run(
-        text("""UPDATE leads SET owner_id = (SELECT owner FROM rn WHERE rn.id = leads.id),
-            owner_assigned_at = :as_of WHERE id IN (SELECT id FROM rn)"""),
+        text("""UPDATE leads SET owner_id = rn.owner, owner_assigned_at = :as_of
+            FROM rn WHERE rn.id = leads.id"""),
         p,
     )
     json = "json_object" if sqlite else "json_build_object"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +88,7 @@ def import_leads(
     """
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding) for path in paths}
-    writer = _Writer(session, run_id, as_of, keep_outcomes=keep_outcomes)
+    writer = _Writer(session, run_id, as_of, paths, keep_outcomes=keep_outcomes)
     for batch in cleaned(paths, encodings, parallel=parallel):
         writer.write(batch)
     session.flush()
@@ -126,13 +125,17 @@ class _Writer:
     """Writes batches in order; what one batch created is found by the next one's lookup."""
 
     def __init__(
-        self, session: Session, run_id: int, as_of: dt.datetime, *, keep_outcomes: bool
+        self,
+        session: Session,
+        run_id: int,
+        as_of: dt.datetime,
+        paths: list[Path],
+        *,
+        keep_outcomes: bool,
     ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
         self.keep_outcomes = keep_outcomes
-        # Names this import in its decisions' keys: rows are numbered within one import, and a
-        # run may import more than once.
-        self.import_key = uuid.uuid4().hex[:12]
+        self.file_index = {str(path): index for index, path in enumerate(paths, 1)}
         self.result = LeadImportResult()
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
@@ -298,7 +301,6 @@ class _Writer:
         lead_ids: dict[str, int],
     ) -> None:
         counts = self.result.counts
-        first = counts["rows"]  # rows are numbered within the run, in input order
         import_rows = []
         row_leads = [lead_ids.get(row.key) if row.key else None for row in batch]
         for row, outcome, lead_id in zip(batch, outcomes, row_leads, strict=True):
@@ -323,16 +325,15 @@ class _Writer:
             )
         append_rows(self.session, ImportRow, import_rows)
         decisions: list[NewDecision] = []
-        for ordinal, (row, outcome, names, lead_id) in enumerate(
-            zip(batch, outcomes, filled, row_leads, strict=True), start=first + 1
-        ):
-            # The decision names its input row by file and row number.
+        for row, outcome, names, lead_id in zip(batch, outcomes, filled, row_leads, strict=True):
             where = {"file": Path(row.file).name, "row": row.record.row_number}
+            # One decision per input row of the run: its file's place in the import, its row.
+            row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.record.row_number}"
             if outcome is ImportOutcome.MERGED:
                 by_email = (row.key or "").startswith("email:")
                 decisions.append(
                     NewDecision(
-                        dedupe_key=f"merge:{self.import_key}:{ordinal}",
+                        dedupe_key=f"merge:{row_key}",
                         action=DecisionAction.MERGE,
                         rule="exact_email" if by_email else "exact_phone_and_name",
                         lead_id=lead_id,
@@ -343,7 +344,7 @@ class _Writer:
             elif outcome is ImportOutcome.REJECTED:
                 decisions.append(
                     NewDecision(
-                        dedupe_key=f"reject:{self.import_key}:{ordinal}",
+                        dedupe_key=f"reject:{row_key}",
                         action=DecisionAction.REJECT,
                         rule="ingest",
                         reason="; ".join(row.lead.reasons),

@@ -102,4 +102,8 @@ def test_backfill_equals_day_by_day(
     got = _outcome(backfilled)
 
     assert len(expected["decisions"]) > 50 and expected["emails"]  # the range really did work
+    for key in expected:
+        missing = set(expected[key]) - set(got[key])
+        extra = set(got[key]) - set(expected[key])
+        assert not missing and not extra, (key, sorted(missing)[:5], sorted(extra)[:5])
     assert got == expected

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from tasks.ingest.leads import import_leads
 from tasks.ingest.normalise import clean_lead
 from tasks.ingest.reader import IngestFileError, detect_encoding, read_records
-from tasks.store.models import Decision, ImportRow, Lead
+from tasks.runs import start_run
+from tasks.store.models import Decision, ImportRow, Lead, RunKind
 
 AS_OF = dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC)
 
@@ -58,7 +59,9 @@ def test_dedupe_in_the_batch_and_against_the_store_and_reimport(
     result = import_leads(session, [first], run_id=run_id, as_of=AS_OF)
     assert result.counts == {"rows": 3, "accepted": 1, "merged": 1, "rejected": 1}
     assert [o.outcome.value for o in result.outcomes] == ["accepted", "merged", "rejected"]
-    again = import_leads(session, [first], run_id=run_id, as_of=AS_OF)
+    # A re-import is its own run (the import task starts one per call).
+    again_run = start_run(session, RunKind.INGEST, AS_OF).id
+    again = import_leads(session, [first], run_id=again_run, as_of=AS_OF)
     assert again.counts == {"rows": 3, "accepted": 0, "merged": 2, "rejected": 1}
     assert session.scalar(select(func.count()).select_from(Lead)) == 1
     assert session.scalar(select(func.count()).select_from(ImportRow)) == 6  # nothing is lost
