@@ -35,16 +35,25 @@ class CleanRow:
 
 
 def identity(
-    email_key: str | None, phone: str | None, first: str | None, last: str | None
+    email_key: str | None,
+    phone: str | None,
+    first: str | None,
+    last: str | None,
+    *,
+    role: bool = False,
 ) -> str | None:
-    """The exact dedupe key: the folded address; without one, the phone with the person's name.
+    """The exact dedupe key: the address's match key; without one, the phone with the name.
 
-    A phone alone is not a person (colleagues share a switchboard), so it never merges by itself.
+    A phone alone is not a person (colleagues share a switchboard), and neither is a role
+    address (info@ is read by several people): each counts only together with the name.
     """
+    name = f"{(first or '').casefold()} {(last or '').casefold()}"
+    if email_key and role:
+        return f"role:{email_key}:{name}"
     if email_key:
         return f"email:{email_key}"
     if phone:
-        return f"phone:{phone}:{(first or '').casefold()} {(last or '').casefold()}"
+        return f"phone:{phone}:{name}"
     return None
 
 
@@ -55,7 +64,7 @@ def clean_batches(paths: list[Path], encodings: dict[Path, str]) -> Iterator[lis
         for record in read_records(path, "lead", encodings[path]):
             lead = clean_lead(record.fields)
             key = None if lead.rejected else identity(
-                lead.email_key, lead.phone, lead.first_name, lead.last_name
+                lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
             )  # fmt: skip
             batch.append(CleanRow(str(path), record, lead, key))
             if len(batch) >= BATCH:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, record_decisions
@@ -29,14 +29,21 @@ from tasks.store.models import (
     ImportOutcome,
     ImportRow,
     Lead,
+    LeadAlias,
     LeadStatus,
 )
-from tasks.store.upsert import append_rows, dialect_insert, fit, table
+from tasks.store.upsert import append_rows, dialect_insert, fit, insert_ignore, table
 
 # Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
-FILLABLE = ("phone", "first_name", "last_name", "company", "title", "country", "source",
-            "budget", "authority", "need", "timing", "tags")  # fmt: skip
-_LOOKUP_COLUMNS = (Lead.id, Lead.email_key, Lead.merged_into_id, Lead.created_at,
+FILLABLE = ("phone", "phone_ext", "first_name", "last_name", "company", "company_key",
+            "website", "industry", "employees", "title", "country", "source", "budget",
+            "authority", "need", "timing", "tags")  # fmt: skip
+# Fields that travel together: a trusted source's phone brings its extension, and so on.
+COUPLED = {"phone": ("phone_ext",), "company": ("company_key",)}
+# Where the lead came from is recorded once, never replaced by a later source.
+FIRST_ONLY = frozenset({"source", "phone_ext", "company_key"})
+_LOOKUP_COLUMNS = (Lead.id, Lead.email_key, Lead.email_role, Lead.merged_into_id,
+                   Lead.created_at, Lead.field_sources,
                    *(getattr(Lead, name) for name in FILLABLE))  # fmt: skip
 
 
@@ -76,6 +83,7 @@ def import_leads(
     encoding: str | None = None,
     keep_outcomes: bool = True,
     parallel: bool | None = None,
+    trust: Sequence[str] = (),
 ) -> LeadImportResult:
     """Import lead files into the caller's transaction, streaming them batch by batch.
 
@@ -88,7 +96,7 @@ def import_leads(
     """
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding) for path in paths}
-    writer = _Writer(session, run_id, as_of, paths, keep_outcomes=keep_outcomes)
+    writer = _Writer(session, run_id, as_of, paths, keep_outcomes=keep_outcomes, trust=trust)
     for batch in cleaned(paths, encodings, parallel=parallel):
         writer.write(batch)
     session.flush()
@@ -106,15 +114,56 @@ def _empty(name: str, value: Any) -> bool:
     return value is None or value == "" or value == [] or (name == "source" and value == "unknown")
 
 
-def _fill(current: dict[str, Any], incoming: Mapping[str, Any], into: dict[str, Any]) -> list[str]:
-    """Copy into ``current`` (and ``into``) the incoming values for fields it lacks."""
-    filled = []
+@dataclass(frozen=True)
+class Provenance:
+    """Where an incoming row's values come from: its source and when it was true."""
+
+    source: str
+    at: dt.datetime
+
+
+def _fill(
+    current: dict[str, Any],
+    incoming: Mapping[str, Any],
+    into: dict[str, Any],
+    origin: Provenance,
+    trust: Mapping[str, int],
+) -> list[str]:
+    """Merge an incoming row's values into ``current`` (and ``into``); return the fields taken.
+
+    Survivorship, field by field: an empty field takes any value; a filled one takes the
+    incoming value when its source is more trusted (lower rank in ``trust``; unlisted sources
+    rank last), or equally trusted and more recent. ``current["field_sources"]`` remembers where
+    each value came from; a field without an entry came with the lead (its source, creation).
+    """
+    taken = []
+    sources: dict[str, Any] = dict(current.get("field_sources") or {})
+    default = [current.get("source") or "unknown", _iso(current.get("created_at"))]
+    last = len(trust)
     for name in FILLABLE:
         value = incoming.get(name)
-        if _empty(name, current.get(name)) and not _empty(name, value):
-            current[name] = into[name] = value
-            filled.append(name)
-    return filled
+        if _empty(name, value) or (name in FIRST_ONLY and not _empty(name, current.get(name))):
+            continue
+        if not _empty(name, current.get(name)):
+            if value == current.get(name):
+                continue
+            held_source, held_at = sources.get(name, default)
+            held, offered = trust.get(held_source, last), trust.get(origin.source, last)
+            if offered > held or (offered == held and (_iso(origin.at) or "") <= (held_at or "")):
+                continue
+        for field_name in (name, *COUPLED.get(name, ())):
+            current[field_name] = into[field_name] = incoming.get(field_name)
+        sources[name] = [origin.source, _iso(origin.at)]
+        taken.append(name)
+    if taken:
+        current["field_sources"] = into["field_sources"] = sources
+    return taken
+
+
+def _iso(moment: Any) -> str | None:
+    if isinstance(moment, str) or moment is None:
+        return moment
+    return str(moment.astimezone(dt.UTC).isoformat())
 
 
 def _dated(target: dict[str, Any], created: dt.datetime) -> None:
@@ -132,9 +181,11 @@ class _Writer:
         paths: list[Path],
         *,
         keep_outcomes: bool,
+        trust: Sequence[str] = (),
     ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
         self.keep_outcomes = keep_outcomes
+        self.trust = {source: rank for rank, source in enumerate(trust)}
         self.file_index = {str(path): index for index, path in enumerate(paths, 1)}
         self.result = LeadImportResult()
         # Leads this import created without a date: a later row of the same person that has one
@@ -149,15 +200,18 @@ class _Writer:
         updates: dict[int, dict[str, Any]] = {}
         outcomes: list[ImportOutcome] = []
         filled: list[list[str]] = []
+        aliases: list[tuple[str, CleanRow]] = []  # (the lead's key, the row seen with it)
         for index, row in enumerate(batch):
             incoming = {name: getattr(row.lead, name) for name in FILLABLE}
+            origin = Provenance(row.lead.source, row.lead.created or self.as_of)
             if row.key is None:
                 outcomes.append(ImportOutcome.REJECTED)
                 filled.append([])
             elif row.key in known:
                 stored = known[row.key]
                 into = updates.setdefault(stored.id, {})
-                names = _fill(stored.values, incoming, into)
+                names = _fill(stored.values, incoming, into, origin, self.trust)
+                aliases.append((row.key, row))
                 if stored.id in self.undated and row.lead.created:
                     _dated(into, row.lead.created)
                     self.undated.discard(stored.id)
@@ -166,7 +220,8 @@ class _Writer:
                 filled.append(names)
             elif row.key in pending:
                 target = pending[row.key]
-                names = _fill(target, incoming, target)
+                names = _fill(target, incoming, target, origin, self.trust)
+                aliases.append((row.key, row))
                 if row.key in pending_undated and row.lead.created:
                     _dated(target, row.lead.created)
                     pending_undated.discard(row.key)
@@ -189,9 +244,13 @@ class _Writer:
             raced = self._stored(set(lost))
             for key in lost:
                 stored = known[key] = raced[key]
+                row = batch[creators[key]]
+                origin = Provenance(row.lead.source, row.lead.created or self.as_of)
                 filled[creators[key]] = _fill(
-                    stored.values, pending[key], updates.setdefault(stored.id, {})
-                )
+                    stored.values, pending[key], updates.setdefault(stored.id, {}), origin,
+                    self.trust,
+                )  # fmt: skip
+                aliases.append((key, row))
                 outcomes[creators[key]] = ImportOutcome.MERGED
         for key, lead_id in created.items():
             known[key] = _Stored(lead_id, {})
@@ -199,19 +258,52 @@ class _Writer:
                 self.undated.add(lead_id)
         self.result.new_lead_ids.extend(created.values())
         self._update_leads(updates)
-        self._keep_rows(batch, outcomes, filled, {k: s.id for k, s in known.items()})
+        lead_ids = {k: s.id for k, s in known.items()}
+        self._keep_aliases(aliases, lead_ids, pending, known)
+        self._keep_rows(batch, outcomes, filled, lead_ids)
+
+    def _keep_aliases(
+        self,
+        seen: list[tuple[str, CleanRow]],
+        lead_ids: dict[str, int],
+        pending: dict[str, dict[str, Any]],
+        known: dict[str, _Stored],
+    ) -> None:
+        """Every email and phone a merged row brought that its lead does not carry itself."""
+        rows: dict[tuple[int, str, str], dict[str, Any]] = {}
+        for key, row in seen:
+            lead_id = lead_ids[key]
+            own = known[key].values if known[key].values else pending.get(key, {})
+            offered = (("email", row.lead.email, row.lead.email_key),
+                       ("phone", row.lead.phone, row.lead.phone))  # fmt: skip
+            for kind, value, match_key in offered:
+                mine = own.get("email_key") if kind == "email" else own.get("phone")
+                if value and match_key and match_key != mine:
+                    rows[lead_id, kind, match_key] = {
+                        "lead_id": lead_id, "kind": kind, "value": value, "key": match_key,
+                        "source": row.lead.source, "created_at": self.as_of,
+                        "run_id": self.run_id,
+                    }  # fmt: skip
+        if rows:
+            insert_ignore(self.session, LeadAlias, list(rows.values()), ["lead_id", "kind", "key"])
 
     def _stored(self, keys: set[str]) -> dict[str, _Stored]:
-        """The leads already stored under these keys (a merged-away lead answers for its survivor)."""
+        """The leads already stored under these keys (a merged-away lead answers for its survivor).
+
+        An address is looked for among the leads' own and among their aliases (the other
+        addresses merged rows brought), so a person is found by any address they were seen with.
+        """
         emails = [k.removeprefix("email:") for k in keys if k.startswith("email:")]
+        roles = {k.split(":", 2)[1] for k in keys if k.startswith("role:")}
         phones = {k.split(":", 2)[1] for k in keys if k.startswith("phone:")}
-        if not emails and not phones:
+        if not emails and not phones and not roles:
             return {}
         rows = self.session.execute(
             select(*_LOOKUP_COLUMNS)
             .where(
                 or_(
-                    Lead.email_key.in_(emails),
+                    and_(Lead.email_key.in_(emails), Lead.email_role.is_(False)),
+                    and_(Lead.email_key.in_(roles), Lead.email_role.is_(True)),
                     and_(Lead.email_key.is_(None), Lead.phone.in_(phones)),
                 )
             )
@@ -220,9 +312,24 @@ class _Writer:
         survivors = self._survivors({r.merged_into_id for r in rows if r.merged_into_id})
         found: dict[str, _Stored] = {}
         for r in rows:
-            key = identity(r.email_key, r.phone, r.first_name, r.last_name)
+            key = identity(r.email_key, r.phone, r.first_name, r.last_name, role=r.email_role)
             if key in keys and key not in found:
                 found[key] = survivors.get(r.merged_into_id) or _Stored(r.id, _values(r))
+        unseen = [e for e in emails if f"email:{e}" not in found]
+        if unseen:
+            aliased = dict(
+                self.session.execute(
+                    select(LeadAlias.key, LeadAlias.lead_id)
+                    .where(LeadAlias.kind == "email", LeadAlias.key.in_(unseen))
+                    .order_by(LeadAlias.id.desc())
+                )
+                .tuples()
+                .all()
+            )
+            leads = self._survivors(set(aliased.values()))
+            for email, lead_id in aliased.items():
+                if lead_id in leads:
+                    found[f"email:{email}"] = leads[lead_id]
         return found
 
     def _survivors(self, ids: set[int]) -> dict[int, _Stored]:
@@ -251,7 +358,11 @@ class _Writer:
         # as_of); a row without one begins at the import.
         created = lead.created or self.as_of
         return {
-            "email": lead.email, "email_key": lead.email_key, "phone": lead.phone,
+            "email": lead.email, "email_key": lead.email_key, "email_role": lead.email_role,
+            "phone": lead.phone, "phone_ext": lead.phone_ext,
+            "company_key": lead.company_key, "website": lead.website,
+            "industry": fit(Lead.industry, lead.industry), "employees": lead.employees,
+            "field_sources": {},
             "first_name": fit(Lead.first_name, lead.first_name),
             "last_name": fit(Lead.last_name, lead.last_name),
             "company": fit(Lead.company, lead.company), "title": fit(Lead.title, lead.title),
@@ -265,16 +376,20 @@ class _Writer:
     def _insert_leads(self, pending: dict[str, dict[str, Any]]) -> dict[str, int]:
         """Insert the new leads; return {key: id} of those inserted (a raced address is not)."""
         created: dict[str, int] = {}
-        with_email = [row for row in pending.values() if row["email_key"]]
-        if with_email:
+        personal = [row for row in pending.values() if row["email_key"] and not row["email_role"]]
+        if personal:
+            # A personal address is unique among leads (a partial unique index): a concurrent
+            # import that created the person first wins, and this row merges into theirs.
             stmt = (
                 dialect_insert(self.session, Lead)
-                .on_conflict_do_nothing(index_elements=["email_key"])
+                .on_conflict_do_nothing(
+                    index_elements=["email_key"], index_where=text("NOT email_role")
+                )
                 .returning(table(Lead).c.id, table(Lead).c.email_key)
             )
-            for lead_id, key in self.session.execute(stmt, with_email):
+            for lead_id, key in self.session.execute(stmt, personal):
                 created[f"email:{key}"] = lead_id
-        phone_keys = [key for key, row in pending.items() if not row["email_key"]]
+        phone_keys = [k for k, row in pending.items() if not row["email_key"] or row["email_role"]]
         if phone_keys:
             ids = self.session.scalars(
                 insert(table(Lead)).returning(table(Lead).c.id, sort_by_parameter_order=True),
@@ -338,7 +453,7 @@ class _Writer:
                         rule="exact_email" if by_email else "exact_phone_and_name",
                         lead_id=lead_id,
                         reason="same email" if by_email else "same phone and name",
-                        facts={**where, "filled": names},
+                        facts={**where, "fields_taken": names},
                     )
                 )
             elif outcome is ImportOutcome.REJECTED:
@@ -355,7 +470,12 @@ class _Writer:
 
 
 def _values(row: Any) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in FILLABLE}
+    """A stored lead's values a merge may change, with where they came from."""
+    values = {name: getattr(row, name) for name in FILLABLE}
+    values.update(
+        email_key=row.email_key, field_sources=row.field_sources, created_at=row.created_at
+    )
+    return values
 
 
 def stored_outcomes(session: Session, run_id: int) -> Iterator[Outcome]:

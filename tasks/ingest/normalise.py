@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -43,16 +44,40 @@ BANT_ANSWERS = {"yes": "yes", "y": "yes", "true": "yes", "no": "no", "n": "no", 
                 "unknown": "unknown", "unsure": "unknown", "?": "unknown"}  # fmt: skip
 BANT_FIELDS = ("budget", "authority", "need", "timing")
 HONORIFICS = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "herr", "frau"})
+# Mailboxes of a function rather than a person: kept, flagged, never enough alone to merge.
+ROLE_LOCALS = frozenset({
+    "info", "sales", "admin", "administrator", "support", "contact", "hello", "office",
+    "marketing", "billing", "accounts", "accounting", "finance", "team", "hr", "jobs", "careers",
+    "enquiries", "inquiries", "enquiry", "help", "service", "customerservice", "webmaster",
+    "postmaster", "noreply", "no-reply", "mail", "general", "reception", "orders", "press",
+    "media", "legal", "privacy", "security", "it", "purchasing", "procurement", "partners",
+})  # fmt: skip
+# Providers that ignore dots in the local part: j.doe@ and jdoe@ are one mailbox.
+DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+# Legal forms dropped from a company's match key (folded; multi-word forms as one token).
+LEGAL_SUFFIXES = frozenset({
+    "inc", "incorporated", "llc", "llp", "lp", "ltd", "limited", "co", "corp", "corporation",
+    "company", "plc", "gmbh", "ag", "kg", "gmbhcokg", "ug", "sa", "sas", "sarl", "sl", "srl",
+    "spa", "bv", "nv", "oy", "ab", "as", "aps", "kk", "pte", "pty", "ptyltd", "sro", "zoo",
+    "spzoo", "kft", "doo", "ooo", "ltda", "sac", "sadecv", "cv", "group", "holding",
+    "holdings", "有限公司", "株式会社", "合同会社", "有限会社",
+})  # fmt: skip
 
 
 @dataclass(slots=True)
 class CleanLead:
     email: str | None = None
     email_key: str | None = None
+    email_role: bool = False  # info@, sales@: a function's mailbox, not a person's
     phone: str | None = None
+    phone_ext: str | None = None
     first_name: str | None = None
     last_name: str | None = None
     company: str | None = None
+    company_key: str | None = None
+    website: str | None = None  # the registrable domain
+    industry: str | None = None
+    employees: int | None = None
     title: str | None = None
     country: str | None = None
     source: str = "unknown"
@@ -116,24 +141,92 @@ def normalise_email(value: str) -> tuple[str | None, str | None]:
     return result.normalized, None
 
 
+@lru_cache(maxsize=200_000)
 def email_key(address: str) -> str:
-    """The exact dedupe key: the whole normalised address, case-folded."""
-    return address.casefold()
+    """The match key of an address: case folded, ``+tag`` dropped, Gmail's dots ignored.
+
+    ``J.Doe+news@GoogleMail.com`` and ``jdoe@gmail.com`` reach the same mailbox, so they are
+    one person; the address as given is kept apart, for sending.
+    """
+    local, _, domain = address.casefold().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    if domain in DOTLESS_DOMAINS:
+        domain = DOTLESS_DOMAINS[domain]
+        local = local.replace(".", "")
+    return f"{local}@{domain}"
+
+
+def is_role_address(address: str) -> bool:
+    local = address.casefold().rpartition("@")[0].split("+", 1)[0]
+    return local in ROLE_LOCALS or local.replace(".", "").replace("_", "") in ROLE_LOCALS
 
 
 @lru_cache(maxsize=200_000)
-def normalise_phone(value: str, region: str | None) -> tuple[str | None, str | None]:
-    """(E.164, None) or (None, why not). ``region`` reads numbers written without a +code."""
+def company_key(name: str) -> str | None:
+    """A company's match key: folded, legal forms dropped ("ACME, Inc." and "Acme" match)."""
+    text = unicodedata.normalize("NFKC", name).casefold()
+    text = re.sub(
+        r"\b(s\.?\s?a\.?\s?de\s?c\.?\s?v|sp\.?\s?z\s?o\.?\s?o|pty\.?\s?ltd|gmbh\s?&\s?co\.?\s?kg)\b\.?",
+        " ",
+        text,
+    )
+    text = text.replace("&", " and ")
+    words = [fold(w) or w for w in re.split(r"[\s,.()/\-]+", text) if w]
+    while len(words) > 1 and words[-1] in LEGAL_SUFFIXES:
+        words.pop()
+    for suffix in ("有限公司", "株式会社", "合同会社", "有限会社"):
+        words = [w.replace(suffix, "") or w for w in words]
+    key = "".join(words)
+    return key or None
+
+
+@cache
+def _domains() -> Any:
+    import tldextract
+
+    # The public suffix list snapshot shipped inside tldextract: never fetched, never cached.
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+@lru_cache(maxsize=200_000)
+def website_domain(value: str) -> str | None:
+    """The registrable domain of a website ("https://www.shop.acme.co.uk/x" -> "acme.co.uk")."""
+    text = value.strip().casefold()
+    if not text or " " in text:
+        return None
+    host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text).split("/", 1)[0].split("@")[-1]
+    host = host.split(":", 1)[0].strip(".")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    domain: str = _domains()(host).top_domain_under_public_suffix
+    return domain or None
+
+
+def _employees(value: str | None) -> int | None:
+    """ "250", "1,000", "51-200" (the upper bound), "10k" as a head count."""
+    text = (value or "").strip().casefold().replace(",", "").replace(" ", "")
+    match = re.fullmatch(r"(?:\d+-)?(\d+)(k?)\+?", text)
+    if not match:
+        return None
+    return int(match.group(1)) * (1000 if match.group(2) else 1)
+
+
+@lru_cache(maxsize=200_000)
+def normalise_phone(value: str, region: str | None) -> tuple[str | None, str | None, str | None]:
+    """(E.164, extension, None) or (None, None, why not). ``region`` reads numbers without +code."""
     try:
         number = phonenumbers.parse(value, region or None)
     except phonenumbers.NumberParseException as exc:
         if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            return None, "invalid phone: no country code and no country to read it in"
-        return None, f"invalid phone: {exc.args[0] if exc.args else exc}"
+            return None, None, "invalid phone: no country code and no country to read it in"
+        return None, None, f"invalid phone: {exc.args[0] if exc.args else exc}"
     if not phonenumbers.is_valid_number(number):
-        return None, "invalid phone: not a possible number"
-    # An extension (x123) is kept apart by phonenumbers: E.164 carries only the line.
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+        return None, None, "invalid phone: not a possible number"
+    # An extension ("x123", "ext. 45") is kept apart: E.164 carries only the line.
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164, number.extension or None, None
 
 
 def _capitalise(word: str) -> str:
@@ -207,7 +300,17 @@ def clean_lead(fields: dict[str, str]) -> CleanLead:
     lead.first_name = tidy_name(first) if first and not _blank(first) else None
     lead.last_name = tidy_name(last) if last and not _blank(last) else None
     lead.company = _tidy_text(fields.get("company"))
+    lead.company_key = company_key(lead.company) if lead.company else None
     lead.title = _tidy_text(fields.get("title"))
+    lead.industry = _tidy_text(fields.get("industry"))
+    if raw_size := _tidy_text(fields.get("employees")):
+        lead.employees = _employees(raw_size)
+        if lead.employees is None:
+            flags.append(f"unreadable company size {raw_size!r}")
+    if raw_site := _tidy_text(fields.get("website")):
+        lead.website = website_domain(raw_site)
+        if lead.website is None:
+            flags.append(f"unreadable website {raw_site!r}")
     if raw_country := _tidy_text(fields.get("country")):
         lead.country = country_code(raw_country)
         if lead.country is None:
@@ -230,12 +333,16 @@ def clean_lead(fields: dict[str, str]) -> CleanLead:
     raw_email = fields.get("email")
     if not _blank(raw_email):
         lead.email, problem = normalise_email(raw_email or "")
-        lead.email_key = email_key(lead.email) if lead.email else None
+        if lead.email:
+            lead.email_key = email_key(lead.email)
+            lead.email_role = is_role_address(lead.email)
+            if lead.email_role:
+                flags.append("role address")
         if problem:
             problems.append(problem)
     raw_phone = fields.get("phone")
     if not _blank(raw_phone):
-        lead.phone, problem = normalise_phone(raw_phone or "", lead.country)
+        lead.phone, lead.phone_ext, problem = normalise_phone(raw_phone or "", lead.country)
         if problem:
             problems.append(problem)
     if not lead.company:

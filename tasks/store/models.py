@@ -22,6 +22,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -234,12 +236,20 @@ class Lead(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320))
-    # Case-folded address used for exact dedupe; unique among leads.
-    email_key: Mapped[str | None] = mapped_column(String(320), unique=True)
+    # The address's match key (see tasks.ingest.normalise.email_key): unique among personal
+    # addresses; a role address (info@, sales@) may be shared by several people.
+    email_key: Mapped[str | None] = mapped_column(String(320))
+    email_role: Mapped[bool] = mapped_column(default=False, server_default=false())
     phone: Mapped[str | None] = mapped_column(String(32))
+    phone_ext: Mapped[str | None] = mapped_column(String(16))
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
     company: Mapped[str | None] = mapped_column(String(300))
+    # The company's match key (legal forms dropped) and registrable web domain: dedupe blocks.
+    company_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    website: Mapped[str | None] = mapped_column(String(253))
+    industry: Mapped[str | None] = mapped_column(String(100))
+    employees: Mapped[int | None]
     title: Mapped[str | None] = mapped_column(String(200))
     country: Mapped[str | None] = mapped_column(String(2))
     source: Mapped[str] = mapped_column(String(64), default="unknown")
@@ -262,7 +272,45 @@ class Lead(Base):
     created_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
 
-    __table_args__ = (Index("ix_leads_status_owner", "status", "owner_id"),)
+    # Which source gave each field its value, and when: {"phone": ["webinar", "2026-03-01..."]};
+    # a value from a more trusted source replaces one from a less trusted one on a merge.
+    field_sources: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+    __table_args__ = (
+        Index("ix_leads_status_owner", "status", "owner_id"),
+        Index(
+            "uq_leads_email_key",
+            "email_key",
+            unique=True,
+            sqlite_where=text("NOT email_role"),
+            postgresql_where=text("NOT email_role"),
+        ),
+        Index("ix_leads_phone", "phone"),
+    )
+
+
+class LeadAlias(Base):
+    """Another address or number a lead was seen with (a merged row, a second email).
+
+    Exact dedupe looks here as well as at the lead's own email and phone, so a person merged
+    under their work address is found again by their personal one.
+    """
+
+    __tablename__ = "lead_aliases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "email" or "phone"
+    value: Mapped[str] = mapped_column(String(320))  # as given (normalised)
+    key: Mapped[str] = mapped_column(String(320))  # the match key
+    source: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+    __table_args__ = (
+        UniqueConstraint("lead_id", "kind", "key"),
+        Index("ix_lead_aliases_key", "kind", "key"),
+    )
 
 
 class ImportRow(Base):

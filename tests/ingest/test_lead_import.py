@@ -80,10 +80,12 @@ def test_four_exports_become_eight_people(
     assert (ana.budget, ana.authority, ana.need, ana.timing) == ("yes", "unknown", "yes", None)
     assert ana.created_at == ana.status_changed_at == dt.datetime(2026, 2, 10, tzinfo=UTC)
 
-    # The duplicate filled Mia's empty phone but overwrote nothing she already had.
+    # Survivorship with no source ranked above another: the newer row (Salesforce, 20 Feb)
+    # wins each field it has; the lead's source stays the one it came from first.
     mia = by_email(session, "mia.wong@globex.example")
     assert mia.email == "Mia.Wong@globex.example"
-    assert (mia.phone, mia.company, mia.title, mia.source) == ("+447911123456", "Globex", "CTO", "organic_search")  # fmt: skip
+    assert (mia.phone, mia.company, mia.title, mia.source) == ("+447911123456", "Globex Ltd", "Chief Technology Officer", "organic_search")  # fmt: skip
+    assert mia.field_sources["company"] == ["trade_show", "2026-02-20T00:00:00+00:00"]
     assert mia.created_at == dt.datetime(2026, 2, 12, 9, 30, tzinfo=UTC)
 
     sean = by_email(session, "sean.obrien@hooli.example")
@@ -137,7 +139,7 @@ def test_merges_and_rejections_are_decisions(session: Session, run_id: int) -> N
         assert (d.run_id, d.as_of) == (run_id, AS_OF)
     assert sorted(d.rule for d in merges) == ["exact_email"] * 3 + ["exact_phone_and_name"]
     mia_merge = next(d for d in merges if d.facts["file"] == "salesforce_leads.csv")
-    assert mia_merge.facts["filled"] == ["phone"]
+    assert mia_merge.facts["fields_taken"] == ["phone", "company", "title"]
     for d in rejects:
         row = rows[d.facts["file"], d.facts["row"]]
         assert row.outcome is ImportOutcome.REJECTED and d.rule == "ingest"
@@ -277,3 +279,14 @@ def test_an_error_met_by_the_cleaning_process_is_raised_with_its_file_and_line(
     bad.write_text("Email,First Name\na@b.example,Ann\nc@d.example,Cy,extra\n")
     with pytest.raises(IngestFileError, match=r"bad.csv, line 3: 3 fields where the header has 2"):
         list(cleaning.cleaned([bad], {bad: "utf-8"}, parallel=True))
+
+
+def test_a_more_trusted_source_keeps_its_values_and_aliases_keep_the_rest(
+    session: Session, run_id: int
+) -> None:
+    import_leads(session, FILES, run_id=run_id, as_of=AS_OF, trust=["organic_search"])
+    mia = by_email(session, "mia.wong@globex.example")
+    # HubSpot's organic-search row is trusted above the trade show's: its values stand, and
+    # the trade show fills only what it lacked.
+    assert (mia.phone, mia.company, mia.title) == ("+447911123456", "Globex", "CTO")
+    assert set(mia.field_sources) == {"phone"}

@@ -11,7 +11,7 @@ from tasks.ingest.leads import import_leads
 from tasks.ingest.normalise import clean_lead
 from tasks.ingest.reader import IngestFileError, detect_encoding, read_records
 from tasks.runs import start_run
-from tasks.store.models import Decision, ImportRow, Lead, RunKind
+from tasks.store.models import Decision, ImportRow, Lead, LeadAlias, RunKind
 
 AS_OF = dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC)
 
@@ -79,3 +79,41 @@ def test_a_malformed_file_names_file_and_line(tmp_path: Path) -> None:
     jsonl = write(tmp_path / "x.jsonl", '{"email": "a@b.example"}\n[1, 2]\n')
     with pytest.raises(IngestFileError, match=r"x\.jsonl, line 2: expected a JSON object"):
         list(read_records(jsonl, "lead"))
+
+
+def test_a_role_address_is_one_lead_per_person_reading_it(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    shared = write(tmp_path / "role.csv", "Email,First Name,Last Name\n"
+                   "info@acme.example,Ana,Silva\nINFO@acme.example,Bo,Berg\n"
+                   "info@acme.example,Ana,Silva\n")  # fmt: skip
+    result = import_leads(session, [shared], run_id=run_id, as_of=AS_OF)
+    assert result.counts == {"rows": 3, "accepted": 2, "merged": 1, "rejected": 0}
+    leads = session.scalars(select(Lead).order_by(Lead.id)).all()
+    assert [(lead.first_name, lead.email_role) for lead in leads] == [("Ana", True), ("Bo", True)]
+
+
+def test_a_merged_row_leaves_its_other_phone_as_an_alias_and_aliases_find_the_lead(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    first = write(tmp_path / "a.csv", "Email,Name,Phone,Country\n"
+                  "kim@firm.example,Kim Lee,+1 415 555 0101,US\n")  # fmt: skip
+    import_leads(session, [first], run_id=run_id, as_of=AS_OF)
+    kim = session.scalars(select(Lead)).one()
+    # The same person, found by address, with a second number: kept, not dropped.
+    second = write(tmp_path / "b.csv", "Email,Name,Phone,Country\n"
+                   "KIM@firm.example,Kim Lee,+1 415 555 0199,US\n")  # fmt: skip
+    import_leads(
+        session, [second], run_id=start_run(session, RunKind.INGEST, AS_OF).id, as_of=AS_OF
+    )
+    aliases = session.scalars(select(LeadAlias)).all()
+    assert [(a.lead_id, a.kind, a.value) for a in aliases] == [(kim.id, "phone", "+14155550199")]
+    # An address merged into Kim earlier (say by the fuzzy matcher) finds her again.
+    session.add(LeadAlias(lead_id=kim.id, kind="email", value="kim.lee@gmail.com",
+                          key="kimlee@gmail.com", created_at=AS_OF))  # fmt: skip
+    third = write(tmp_path / "c.csv", "Email,Name\nKim.Lee+promo@gmail.com,Kim Lee\n")
+    again = import_leads(
+        session, [third], run_id=start_run(session, RunKind.INGEST, AS_OF).id, as_of=AS_OF
+    )
+    assert again.counts["merged"] == 1 and again.outcomes[0].lead_id == kim.id
+    assert session.scalar(select(func.count()).select_from(Lead)) == 1

@@ -67,6 +67,7 @@ def test_impossible_phone_is_a_flag_when_the_email_is_good() -> None:
     assert lead.reasons == ["invalid phone: not a possible number", "missing company"]
     assert normalise_phone("+44 7700 900123", None) == (
         None,
+        None,
         "invalid phone: not a possible number",
     )
 
