@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tasks.store.models import Decision, DecisionAction
-from tasks.store.upsert import dialect_insert, fit, table
+from tasks.store.upsert import fit, insert_ignore_returning
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,7 @@ def record_decisions(
         return {}
     # The keys come back with the ids: asking for them afterwards would name every new id in
     # one statement, which a store bounds (PostgreSQL: 65,535 parameters).
-    stmt = (
-        dialect_insert(session, Decision)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(table(Decision).c.dedupe_key, table(Decision).c.id)
+    inserted = insert_ignore_returning(
+        session, Decision, rows, ["dedupe_key"], ["dedupe_key", "id"]
     )
-    return dict(session.execute(stmt, rows).tuples().all())
+    return {key: decision_id for key, decision_id in inserted}

@@ -32,7 +32,14 @@ from tasks.store.models import (
     LeadAlias,
     LeadStatus,
 )
-from tasks.store.upsert import append_rows, dialect_insert, fit, insert_ignore, table
+from tasks.store.upsert import (
+    among,
+    append_rows,
+    fit,
+    insert_ignore,
+    insert_ignore_returning,
+    table,
+)
 
 # Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
 FILLABLE = ("phone", "phone_ext", "first_name", "last_name", "company", "company_key",
@@ -302,9 +309,12 @@ class _Writer:
             select(*_LOOKUP_COLUMNS)
             .where(
                 or_(
-                    and_(Lead.email_key.in_(emails), Lead.email_role.is_(False)),
-                    and_(Lead.email_key.in_(roles), Lead.email_role.is_(True)),
-                    and_(Lead.email_key.is_(None), Lead.phone.in_(phones)),
+                    and_(among(self.session, Lead.email_key, emails), Lead.email_role.is_(False)),
+                    and_(
+                        among(self.session, Lead.email_key, sorted(roles)),
+                        Lead.email_role.is_(True),
+                    ),
+                    and_(Lead.email_key.is_(None), among(self.session, Lead.phone, sorted(phones))),
                 )
             )
             .order_by(Lead.id)
@@ -320,7 +330,7 @@ class _Writer:
             aliased = dict(
                 self.session.execute(
                     select(LeadAlias.key, LeadAlias.lead_id)
-                    .where(LeadAlias.kind == "email", LeadAlias.key.in_(unseen))
+                    .where(LeadAlias.kind == "email", among(self.session, LeadAlias.key, unseen))
                     .order_by(LeadAlias.id.desc())
                 )
                 .tuples()
@@ -338,7 +348,9 @@ class _Writer:
         for _ in range(8):  # merge chains are short; the bound only guards against a cycle
             if not ids:
                 break
-            rows = self.session.execute(select(*_LOOKUP_COLUMNS).where(Lead.id.in_(ids))).all()
+            rows = self.session.execute(
+                select(*_LOOKUP_COLUMNS).where(among(self.session, Lead.id, sorted(ids)))
+            ).all()
             ids = set()
             for r in rows:
                 if r.merged_into_id:
@@ -380,14 +392,11 @@ class _Writer:
         if personal:
             # A personal address is unique among leads (a partial unique index): a concurrent
             # import that created the person first wins, and this row merges into theirs.
-            stmt = (
-                dialect_insert(self.session, Lead)
-                .on_conflict_do_nothing(
-                    index_elements=["email_key"], index_where=text("NOT email_role")
-                )
-                .returning(table(Lead).c.id, table(Lead).c.email_key)
-            )
-            for lead_id, key in self.session.execute(stmt, personal):
+            inserted = insert_ignore_returning(
+                self.session, Lead, personal, ["email_key"], ["id", "email_key"],
+                where=text("NOT email_role"),
+            )  # fmt: skip
+            for lead_id, key in inserted:
                 created[f"email:{key}"] = lead_id
         phone_keys = [k for k, row in pending.items() if not row["email_key"] or row["email_role"]]
         if phone_keys:

@@ -6,10 +6,11 @@ second attempt (rerun, backfill, concurrent run) inserts nothing and reports tha
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Integer, Table, TextClause, any_, cast, literal
+from sqlalchemy import ARRAY, ColumnElement, Table, TextClause, any_, cast, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -44,19 +45,117 @@ def insert_ignore(
     *,
     where: ColumnElement[bool] | TextClause | None = None,
 ) -> list[int]:
-    """Insert ``rows`` in one statement, skipping any whose ``key`` already exists.
+    """Insert ``rows``, skipping any whose ``key`` already exists; return the new rows' ids.
 
-    Returns the new rows' ids (a skipped row returns none). ``where`` names the predicate of a
-    partial unique index when ``key`` is one. Every row must carry the same columns.
+    ``where`` names the predicate of a partial unique index when ``key`` is one. Every row must
+    carry the same columns.
+    """
+    return [
+        row[0] for row in insert_ignore_returning(session, model, rows, key, ["id"], where=where)
+    ]
+
+
+# From this many rows, PostgreSQL gets them by COPY into a staging table (see below).
+STAGE_FROM_ROWS = 500
+
+
+def insert_ignore_returning(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    key: Sequence[str],
+    returning: Sequence[str],
+    *,
+    where: ColumnElement[bool] | TextClause | None = None,
+) -> list[tuple[Any, ...]]:
+    """``insert_ignore`` returning the named columns of the rows it inserted.
+
+    A multi-row INSERT carries one parameter per value: PostgreSQL spends more time parsing a
+    thousand-row statement of twenty columns than running it. Large batches are therefore
+    COPYed into a temporary staging table and moved with one ``INSERT ... SELECT ... ON
+    CONFLICT DO NOTHING RETURNING``: the same outcome, about ten times faster.
     """
     if not rows:
         return []
+    target = table(model)
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql" and len(rows) >= STAGE_FROM_ROWS:
+        return _staged_insert(session, target, rows, key, returning, where)
     stmt = (
         dialect_insert(session, model)
         .on_conflict_do_nothing(index_elements=list(key), index_where=where)
-        .returning(table(model).c.id)
+        .returning(*(target.c[name] for name in returning))
     )
-    return list(session.scalars(stmt, list(rows)))
+    return [tuple(row) for row in session.execute(stmt, list(rows))]
+
+
+_staging = itertools.count()
+
+
+def _staged_insert(
+    session: Session,
+    target: Table,
+    rows: Sequence[dict[str, Any]],
+    key: Sequence[str],
+    returning: Sequence[str],
+    where: ColumnElement[bool] | TextClause | None,
+) -> list[tuple[Any, ...]]:
+    connection = session.connection()
+    names, values = _row_values(target, rows, connection.dialect)
+    stage = f"_stage_{target.name}_{next(_staging)}"
+    listed = ", ".join(names)
+    connection.exec_driver_sql(
+        f"CREATE TEMP TABLE {stage} AS SELECT {listed} FROM {target.name} WITH NO DATA"
+    )
+    _copy(connection, stage, listed, rows, values)
+    predicate = ""
+    if where is not None:
+        compiled = where.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        predicate = f" WHERE {compiled}"
+    # ORDER BY keeps the staged (input) order, as the multi-row INSERT would.
+    result = connection.exec_driver_sql(
+        f"INSERT INTO {target.name} ({listed}) SELECT {listed} FROM {stage} ORDER BY ctid "
+        f"ON CONFLICT ({', '.join(key)}){predicate} DO NOTHING "
+        f"RETURNING {', '.join(returning)}"
+    ).all()
+    connection.exec_driver_sql(f"DROP TABLE {stage}")
+    processors = [
+        target.c[name].type.result_processor(connection.dialect, None) for name in returning
+    ]
+    return [
+        tuple(process(v) if process else v for v, process in zip(row, processors, strict=True))
+        for row in result
+    ]
+
+
+def _copy(
+    connection: Any, table_name: str, listed: str, rows: Sequence[dict[str, Any]], values: Any
+) -> None:
+    """COPY rows into a table through psycopg, inside the session's transaction."""
+    driver: Any = connection.connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table_name} ({listed}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(values(row))
+
+
+def _row_values(
+    target: Table, rows: Sequence[dict[str, Any]], dialect: Any
+) -> tuple[list[str], Any]:
+    """The rows' column names, and a function giving a row's values as the driver takes them.
+
+    Each value goes through its column's own bind processing (aware datetimes to naive UTC,
+    enums to their values, JSON to text), so what is stored is what an ORM insert would store.
+    """
+    columns = [c for c in target.columns if c.name in rows[0]]
+    processors = [c.type.bind_processor(dialect) for c in columns]
+
+    def values(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            process(row[c.name]) if process else row[c.name]
+            for c, process in zip(columns, processors, strict=True)
+        )
+
+    return [c.name for c in columns], values
 
 
 def fit(column: InstrumentedAttribute[Any], value: str | None) -> str | None:
@@ -81,48 +180,34 @@ def id_slices(session: Session, ids: Sequence[int]) -> Iterator[Sequence[int]]:
         yield ids[start : start + size]
 
 
-def among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
-    """``column IN ids``; on PostgreSQL as ``= ANY(array)``, ONE parameter however many ids.
+def among(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL as ``= ANY(array)``, ONE parameter however many.
 
-    An IN list is one bound parameter per id: PostgreSQL refuses more than 65,535 of them, and
-    planning a statement with thousands costs more than running it.
+    An IN list is one bound parameter per value: PostgreSQL refuses more than 65,535 of them,
+    and planning a statement with thousands costs more than running it.
     """
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(cast(literal(list(ids), ARRAY(Integer)), ARRAY(Integer)))
-    return column.in_(list(ids))
+        element = column.type  # an array of the column's own type, empty or not
+        return column == any_(cast(literal(list(values), ARRAY(element)), ARRAY(element)))
+    return column.in_(list(values))
 
 
 def append_rows(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows that no constraint can refuse (a log such as import rows), in bulk, no ids back.
 
     PostgreSQL takes them by COPY, SQLite by the driver's executemany: either is several times
-    faster than a multi-row INSERT built by SQLAlchemy, which matters at a million rows. Values
-    go through each column's own bind processing (aware datetimes to naive UTC, enums to their
-    values, JSON to text), so what is stored is what an ORM insert would store.
+    faster than a multi-row INSERT built by SQLAlchemy, which matters at a million rows.
     """
     if not rows:
         return
     target = table(model)
-    dialect = session.get_bind().dialect
-    columns = [c for c in target.columns if c.name in rows[0]]
-    processors = [c.type.bind_processor(dialect) for c in columns]
-
-    def values(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            process(row[c.name]) if process else row[c.name]
-            for c, process in zip(columns, processors, strict=True)
-        )
-
-    names = ", ".join(c.name for c in columns)
     connection = session.connection()
-    if dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        copy_sql = f"COPY {target.name} ({names}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
-            for row in rows:
-                copy.write_row(values(row))
+    names, values = _row_values(target, rows, connection.dialect)
+    listed = ", ".join(names)
+    if connection.dialect.name == "postgresql":
+        _copy(connection, target.name, listed, rows, values)
         return
-    marks = ", ".join("?" for _ in columns)
+    marks = ", ".join("?" for _ in names)
     connection.exec_driver_sql(
-        f"INSERT INTO {target.name} ({names}) VALUES ({marks})", [values(r) for r in rows]
+        f"INSERT INTO {target.name} ({listed}) VALUES ({marks})", [values(r) for r in rows]
     )

@@ -1,0 +1,61 @@
+"""Bulk inserts: the staged COPY path (PostgreSQL, large batches) and the plain one agree."""
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from tasks.store import upsert
+from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus
+from tasks.store.upsert import insert_ignore, insert_ignore_returning
+
+AT = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+
+
+def _decision(key: str) -> dict[str, object]:
+    return {"dedupe_key": key, "run_id": None, "as_of": AT, "action": DecisionAction.TAG,
+            "rule": "r", "lead_id": None, "opportunity_id": None, "reason": None,
+            "facts": {"n": 1, "when": "now"}, "created_at": AT}  # fmt: skip
+
+
+@pytest.mark.parametrize("stage_from", [10_000, 50], ids=["plain", "staged"])
+def test_existing_keys_are_skipped_and_new_rows_come_back_in_input_order(
+    session: Session, stage_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upsert, "STAGE_FROM_ROWS", stage_from)
+    insert_ignore(session, Decision, [_decision(f"k{i}") for i in range(0, 120, 3)], ["dedupe_key"])
+    rows = [_decision(f"k{i}") for i in reversed(range(120))]
+    new = insert_ignore_returning(session, Decision, rows, ["dedupe_key"], ["dedupe_key", "id"])
+    assert [key for key, _ in new] == [f"k{i}" for i in reversed(range(120)) if i % 3]
+    assert session.scalar(select(func.count()).select_from(Decision)) == 120
+    stored = session.scalars(select(Decision).where(Decision.dedupe_key == "k1")).one()
+    assert (stored.facts, stored.as_of, stored.action) == (
+        {"n": 1, "when": "now"},
+        AT,
+        DecisionAction.TAG,
+    )
+
+
+@pytest.mark.parametrize("stage_from", [10_000, 50], ids=["plain", "staged"])
+def test_a_partial_unique_index_is_the_conflict_target(
+    session: Session, stage_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upsert, "STAGE_FROM_ROWS", stage_from)
+
+    def lead(i: int, role: bool) -> dict[str, object]:
+        return {"email": f"p{i}@x.example", "email_key": f"p{i % 40}@x.example",
+                "email_role": role, "status": LeadStatus.NEW, "status_changed_at": AT,
+                "created_at": AT, "source": "web", "tags": [], "score": 0,
+                "field_sources": {}}  # fmt: skip
+
+    personal = insert_ignore(
+        session, Lead, [lead(i, False) for i in range(100)], ["email_key"],
+        where=text("NOT email_role"),
+    )  # fmt: skip
+    assert len(personal) == 40  # one lead per personal address
+    roles = insert_ignore(
+        session, Lead, [lead(i, True) for i in range(100)], ["email_key"],
+        where=text("NOT email_role"),
+    )  # fmt: skip
+    assert len(roles) == 100  # a role address is not unique
