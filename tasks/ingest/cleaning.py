@@ -9,12 +9,16 @@ order either way, and the queue between the two is bounded, so memory stays flat
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, BinaryIO
 
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import IngestFileError, Record, read_records
@@ -22,8 +26,6 @@ from tasks.ingest.reader import IngestFileError, Record, read_records
 BATCH = 5_000
 # Below this much input a second process costs more to start (~1 s) than it saves.
 PARALLEL_FROM_BYTES = 4_000_000
-# Batches cleaned ahead of the writer: enough to keep both busy, few enough to bound memory.
-AHEAD = 3
 
 
 @dataclass(slots=True)
@@ -77,7 +79,13 @@ def clean_batches(paths: list[Path], encodings: dict[Path, str]) -> Iterator[lis
 def cleaned(
     paths: list[Path], encodings: dict[Path, str], *, parallel: bool | None = None
 ) -> Iterator[list[CleanRow]]:
-    """``clean_batches``, from a child process when ``parallel`` (None: when the input is large)."""
+    """``clean_batches``, from a child process when ``parallel`` (None: when the input is large).
+
+    The child is a plain ``python -m tasks.ingest.cleaning`` that pickles batches to its
+    stdout: no multiprocessing start method to choose (fork is unsafe beside Prefect's threads,
+    spawn re-runs the caller's main module), and the pipe's small buffer is the back pressure
+    that keeps the child only a batch or two ahead. A child that dies says so; it never hangs.
+    """
     if parallel is None:
         parallel = (os.cpu_count() or 1) > 1 and sum(
             p.stat().st_size for p in paths
@@ -85,31 +93,52 @@ def cleaned(
     if not parallel:
         yield from clean_batches(paths, encodings)
         return
-    # spawn, not fork: the parent may hold threads (Prefect's) and open store connections.
-    context = multiprocessing.get_context("spawn")
-    queue: Any = context.Queue(maxsize=AHEAD)
-    child = context.Process(
-        target=_produce, args=(paths, encodings, queue), name="nurture-clean", daemon=True
-    )
-    child.start()
-    try:
-        while True:
-            item = queue.get()
-            if item is None:
-                break
-            if isinstance(item, _Failure):
-                raise item.error()
-            yield item
-        child.join()
-    finally:
-        if child.is_alive():  # the writer failed or stopped early: the cleaner is not needed
-            child.terminate()
-            child.join()
+    job = json.dumps([[str(path), encodings[path]] for path in paths])
+    # The child's stderr goes to a file: a pipe nobody reads could fill and stall it.
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tasks.ingest.cleaning", job],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            cwd=_PROJECT_ROOT,
+        )
+        try:
+            yield from _receive(child, errors)
+        finally:
+            if child.poll() is None:  # the writer failed or stopped early: no more cleaning
+                child.kill()
+            child.wait()
+            if child.stdout:
+                child.stdout.close()
+
+
+def _receive(child: subprocess.Popen[bytes], errors: IO[bytes]) -> Iterator[list[CleanRow]]:
+    assert child.stdout is not None
+    while True:
+        try:
+            item = pickle.load(child.stdout)
+        except EOFError:
+            child.wait()
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip()[-2000:]
+            raise RuntimeError(
+                f"the cleaning process stopped (exit code {child.returncode}): "
+                f"{message or 'no message'}"
+            ) from None
+        if item is None:
+            return
+        if isinstance(item, _Failure):
+            raise item.error()
+        yield item
+
+
+# The child must import ``tasks`` the way the parent did, whatever the working directory.
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
 class _Failure:
-    """An error raised in the child, carried across as plain values (always picklable)."""
+    """An error met in the child, carried across as plain values (always unpicklable-safe)."""
 
     file: str | None
     line: int | None
@@ -121,12 +150,22 @@ class _Failure:
         return RuntimeError(f"cleaning lead files failed: {self.message}")
 
 
-def _produce(paths: list[Path], encodings: dict[Path, str], queue: Any) -> None:
+def _produce(job: str, out: BinaryIO) -> None:
+    paths = [(Path(path), encoding) for path, encoding in json.loads(job)]
     try:
-        for batch in clean_batches(paths, encodings):
-            queue.put(batch)
-        queue.put(None)
+        for batch in clean_batches([p for p, _ in paths], dict(paths)):
+            pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(None, out)
     except IngestFileError as exc:
-        queue.put(_Failure(exc.file, exc.line, exc.message))
+        pickle.dump(_Failure(exc.file, exc.line, exc.message), out)
     except Exception as exc:
-        queue.put(_Failure(None, None, f"{type(exc).__name__}: {exc}"))
+        pickle.dump(_Failure(None, None, f"{type(exc).__name__}: {exc}"), out)
+    out.flush()
+
+
+if __name__ == "__main__":
+    # Run the module's own copy, not this __main__ one: the batches must unpickle as
+    # tasks.ingest.cleaning.CleanRow in the parent.
+    from tasks.ingest.cleaning import _produce as produce
+
+    produce(sys.argv[1], sys.stdout.buffer)
