@@ -35,6 +35,8 @@ def import_leads_task(
             as_of=as_of,
             encoding=encoding,
             keep_outcomes=False,
+            trust=config.ingest.source_trust,
+            columns=config.ingest.columns,
         )
         sync_owners(session, config.owners)
         new_ids = list(result.new_lead_ids)

@@ -20,6 +20,7 @@ from tasks.config.models import (
     FILES,
     Cadences,
     FollowUps,
+    Ingest,
     Owners,
     Pipeline,
     Rules,
@@ -68,6 +69,7 @@ class NurtureConfig:
     sending: Sending
     owners: Owners
     templates: dict[str, Template] = field(default_factory=dict)
+    ingest: Ingest = field(default_factory=Ingest)
 
 
 def load_config(directory: Path | str | None = None) -> NurtureConfig:
@@ -110,6 +112,7 @@ def load_config(directory: Path | str | None = None) -> NurtureConfig:
         sending=models["sending.yaml"],  # type: ignore[arg-type]
         owners=models["owners.yaml"],  # type: ignore[arg-type]
         templates=templates,
+        ingest=models["ingest.yaml"],  # type: ignore[arg-type]
     )
 
 

@@ -290,6 +290,26 @@ class Owners(Strict):
     owners: list[OwnerEntry] = Field(min_length=1)
 
 
+# --- ingest.yaml -----------------------------------------------------------------------------
+
+LeadField = Literal[
+    "email", "first_name", "last_name", "full_name", "phone", "company", "title", "website",
+    "industry", "employees", "country", "source", "created", "budget", "authority", "need",
+    "timing", "tags",
+]  # fmt: skip
+
+
+class Ingest(Strict):
+    columns: dict[str, LeadField] = Field(
+        default_factory=dict,
+        description="Headers of your exports -> Nurture fields, beyond the built-in aliases",
+    )
+    source_trust: list[Name] = Field(
+        default_factory=list,
+        description="Lead sources, most trusted first: whose values win when rows merge",
+    )
+
+
 # --- the whole directory ---------------------------------------------------------------------
 
 # file name -> (model, key in NurtureConfig)
@@ -300,4 +320,5 @@ FILES: dict[str, type[Strict]] = {
     "cadences.yaml": Cadences,
     "sending.yaml": Sending,
     "owners.yaml": Owners,
+    "ingest.yaml": Ingest,
 }

@@ -15,7 +15,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -59,11 +59,13 @@ def identity(
     return None
 
 
-def clean_batches(paths: list[Path], encodings: dict[Path, str]) -> Iterator[list[CleanRow]]:
+def clean_batches(
+    paths: list[Path], encodings: dict[Path, str], columns: Mapping[str, str] | None = None
+) -> Iterator[list[CleanRow]]:
     """The files' rows, cleaned, in batches of ``BATCH``, in file and row order."""
     batch: list[CleanRow] = []
     for path in paths:
-        for record in read_records(path, "lead", encodings[path]):
+        for record in read_records(path, "lead", encodings[path], columns):
             lead = clean_lead(record.fields)
             key = None if lead.rejected else identity(
                 lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
@@ -77,7 +79,11 @@ def clean_batches(paths: list[Path], encodings: dict[Path, str]) -> Iterator[lis
 
 
 def cleaned(
-    paths: list[Path], encodings: dict[Path, str], *, parallel: bool | None = None
+    paths: list[Path],
+    encodings: dict[Path, str],
+    columns: Mapping[str, str] | None = None,
+    *,
+    parallel: bool | None = None,
 ) -> Iterator[list[CleanRow]]:
     """``clean_batches``, from a child process when ``parallel`` (None: when the input is large).
 
@@ -91,9 +97,11 @@ def cleaned(
             p.stat().st_size for p in paths
         ) >= PARALLEL_FROM_BYTES
     if not parallel:
-        yield from clean_batches(paths, encodings)
+        yield from clean_batches(paths, encodings, columns)
         return
-    job = json.dumps([[str(path), encodings[path]] for path in paths])
+    job = json.dumps(
+        {"files": [[str(path), encodings[path]] for path in paths], "columns": columns or {}}
+    )
     # The child's stderr goes to a file: a pipe nobody reads could fill and stall it.
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
@@ -151,9 +159,10 @@ class _Failure:
 
 
 def _produce(job: str, out: BinaryIO) -> None:
-    paths = [(Path(path), encoding) for path, encoding in json.loads(job)]
+    spec = json.loads(job)
+    paths = [(Path(path), encoding) for path, encoding in spec["files"]]
     try:
-        for batch in clean_batches([p for p, _ in paths], dict(paths)):
+        for batch in clean_batches([p for p, _ in paths], dict(paths), spec["columns"]):
             pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.dump(None, out)
     except IngestFileError as exc:

@@ -91,6 +91,7 @@ def import_leads(
     keep_outcomes: bool = True,
     parallel: bool | None = None,
     trust: Sequence[str] = (),
+    columns: Mapping[str, str] | None = None,
 ) -> LeadImportResult:
     """Import lead files into the caller's transaction, streaming them batch by batch.
 
@@ -102,18 +103,18 @@ def import_leads(
     this one writes (``parallel``; see ``cleaning.py``).
     """
     paths = [Path(f) for f in files]
-    encodings = {path: _check_file(path, encoding) for path in paths}
+    encodings = {path: _check_file(path, encoding, columns) for path in paths}
     writer = _Writer(session, run_id, as_of, paths, keep_outcomes=keep_outcomes, trust=trust)
-    for batch in cleaned(paths, encodings, parallel=parallel):
+    for batch in cleaned(paths, encodings, columns, parallel=parallel):
         writer.write(batch)
     session.flush()
     return writer.result
 
 
-def _check_file(path: Path, encoding: str | None) -> str:
+def _check_file(path: Path, encoding: str | None, columns: Mapping[str, str] | None) -> str:
     """The file's encoding (the whole file is scanned for it), once its header reads well."""
     chosen = resolve_encoding(path, encoding)
-    next(iter(read_records(path, "lead", chosen)), None)
+    next(iter(read_records(path, "lead", chosen, columns)), None)
     return chosen
 
 

@@ -200,8 +200,12 @@ def website_domain(value: str) -> str | None:
         host = host.encode("idna").decode("ascii")
     except UnicodeError:
         return None
-    domain: str = _domains()(host).top_domain_under_public_suffix
-    return domain or None
+    parts = _domains()(host)
+    if parts.suffix:
+        return str(parts.top_domain_under_public_suffix) or None
+    # A suffix the list does not know (a reserved or brand-new TLD): the last two labels.
+    labels = [label for label in host.split(".") if label]
+    return ".".join(labels[-2:]) if len(labels) >= 2 else None
 
 
 def _employees(value: str | None) -> int | None:

@@ -11,7 +11,7 @@ import codecs
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -126,7 +126,10 @@ REQUIRED: dict[Kind, tuple[tuple[str, ...], ...]] = {
 }
 
 
-def canonical_field(kind: Kind, header: str) -> str | None:
+def canonical_field(kind: Kind, header: str, columns: Mapping[str, str] = {}) -> str | None:
+    """The Nurture field a column holds: the config's own mapping first, then the aliases."""
+    if columns and (field := columns.get(header_key(header))):
+        return field
     aliases = ALIASES[kind]
     if field := aliases.get(header_key(header)):
         return field
@@ -229,22 +232,28 @@ def _decode_error(path: Path, encoding: str) -> IngestFileError:
 # --- readers -----------------------------------------------------------------------------------
 
 
-def read_records(path: Path, kind: Kind, encoding: str | None = None) -> Iterator[Record]:
-    """Stream the data rows of a CSV or JSONL file (``.jsonl``/``.ndjson``), one at a time."""
+def read_records(
+    path: Path, kind: Kind, encoding: str | None = None, columns: Mapping[str, str] | None = None
+) -> Iterator[Record]:
+    """Stream the data rows of a CSV or JSONL file (``.jsonl``/``.ndjson``), one at a time.
+
+    ``columns`` maps further headers to fields (``config/ingest.yaml``), beyond the aliases.
+    """
+    columns = {header_key(h): f for h, f in (columns or {}).items()}
     path = Path(path)
     if not path.is_file():
         raise IngestFileError(path, None, "no such file")
     chosen = resolve_encoding(path, encoding)
     try:
         if path.suffix.lower() in JSONL_SUFFIXES:
-            yield from _read_jsonl(path, kind, chosen)
+            yield from _read_jsonl(path, kind, chosen, columns)
         else:
-            yield from _read_csv(path, kind, chosen)
+            yield from _read_csv(path, kind, chosen, columns)
     except UnicodeDecodeError:
         raise _decode_error(path, chosen) from None
 
 
-def _sniff_delimiter(sample: str, kind: Kind) -> str:
+def _sniff_delimiter(sample: str, kind: Kind, columns: Mapping[str, str]) -> str:
     # Only the delimiter is taken from the sniffer: its guesses of quote character and escaping
     # are easily fooled by names such as O'Brien.
     if len(sample) >= SNIFF_BYTES and "\n" in sample:
@@ -257,7 +266,7 @@ def _sniff_delimiter(sample: str, kind: Kind) -> str:
 
     def known_columns(delimiter: str) -> int:
         cells = next(csv.reader([header], delimiter=delimiter), [])
-        return sum(canonical_field(kind, c) is not None for c in cells)
+        return sum(canonical_field(kind, c, columns) is not None for c in cells)
 
     # The sniffer votes on consistency alone; a header that maps to more known columns under
     # another candidate (a ";" file whose values are full of commas) overrules it.
@@ -268,9 +277,11 @@ def _sniff_delimiter(sample: str, kind: Kind) -> str:
     return best if header.count(best) else (sniffed or ",")
 
 
-def _read_csv(path: Path, kind: Kind, encoding: str) -> Iterator[Record]:
+def _read_csv(
+    path: Path, kind: Kind, encoding: str, columns: Mapping[str, str]
+) -> Iterator[Record]:
     with path.open(encoding=encoding, newline="") as handle:
-        delimiter = _sniff_delimiter(handle.read(SNIFF_BYTES), kind)
+        delimiter = _sniff_delimiter(handle.read(SNIFF_BYTES), kind, columns)
         handle.seek(0)
         # strict: a stray quote or a quoted field left open to the end is an error, not a row.
         reader = csv.reader(handle, delimiter=delimiter, strict=True)
@@ -279,7 +290,7 @@ def _read_csv(path: Path, kind: Kind, encoding: str) -> Iterator[Record]:
             if not header or not any(h.strip() for h in header):
                 raise IngestFileError(path, 1, "empty file: expected a header row")
             header = [h.strip() for h in header]
-            fields = [canonical_field(kind, h) for h in header]
+            fields = [canonical_field(kind, h, columns) for h in header]
             _check_columns(path, kind, {f for f in fields if f})
             raw_names = _unique_names(header)
             row_number, last_line = 0, reader.line_num
@@ -313,7 +324,9 @@ def _unique_names(header: list[str]) -> list[str]:
     return names
 
 
-def _read_jsonl(path: Path, kind: Kind, encoding: str) -> Iterator[Record]:
+def _read_jsonl(
+    path: Path, kind: Kind, encoding: str, columns: Mapping[str, str]
+) -> Iterator[Record]:
     row_number = 0
     with path.open(encoding=encoding) as handle:
         for line_number, line in enumerate(handle, 1):
@@ -328,7 +341,7 @@ def _read_jsonl(path: Path, kind: Kind, encoding: str) -> Iterator[Record]:
                     path, line_number, f"expected a JSON object per line, got {type(obj).__name__}"
                 )
             names = [str(n) for n in obj]
-            fields = [canonical_field(kind, n) for n in names]
+            fields = [canonical_field(kind, n, columns) for n in names]
             if row_number == 0:
                 # Keys are the columns: the first record must have the ones every row needs.
                 try:

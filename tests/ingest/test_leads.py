@@ -117,3 +117,22 @@ def test_a_merged_row_leaves_its_other_phone_as_an_alias_and_aliases_find_the_le
     )
     assert again.counts["merged"] == 1 and again.outcomes[0].lead_id == kim.id
     assert session.scalar(select(func.count()).select_from(Lead)) == 1
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["inline", "child-process"])
+def test_the_config_maps_further_headers(
+    session: Session, run_id: int, tmp_path: Path, parallel: bool
+) -> None:
+    odd = write(tmp_path / "odd.csv", "Work E-mail Address;Employer Web Site;Full Name\n"
+                "kim@firm.example;https://www.firm.example/about;Kim Lee\n")  # fmt: skip
+    columns = {"Work E-mail Address": "email", "Employer Web Site": "website"}
+    result = import_leads(
+        session, [odd], run_id=run_id, as_of=AS_OF, columns=columns, parallel=parallel
+    )
+    assert result.counts["accepted"] == 1
+    kim = session.scalars(select(Lead)).one()
+    assert (kim.email_key, kim.website, kim.first_name) == (
+        "kim@firm.example",
+        "firm.example",
+        "Kim",
+    )
