@@ -27,6 +27,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from sqlalchemy import text
@@ -99,10 +100,16 @@ def in_child(target: Any, *args: Any) -> tuple[float, float, dict[str, Any]]:
     queue = context.Queue()
     child = context.Process(target=target, args=(*args, queue))
     child.start()
-    result = queue.get()
+    while True:  # a child that dies before answering must not leave us waiting
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not child.is_alive():
+                raise SystemExit(
+                    f"{target.__name__} failed with exit code {child.exitcode}"
+                ) from None
     child.join()
-    if child.exitcode:
-        raise SystemExit(f"{target.__name__} failed with exit code {child.exitcode}")
     return result  # type: ignore[no-any-return]
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from tasks.config.models import OwnerEntry, Owners
 from tasks.decisions import NewDecision, record_decisions
 from tasks.store.models import Decision, DecisionAction, Lead, Owner
+from tasks.store.upsert import among, id_slices
 
 ROUND_ROBIN = "round_robin"
 
@@ -100,9 +101,13 @@ def assign_owners(
     if not owners:
         return {}
     exclude = exclude_owner or {}
-    current = dict(
-        session.execute(select(Lead.id, Lead.owner_id).where(Lead.id.in_(wanted))).tuples().all()
-    )
+    current: dict[int, int | None] = {}
+    for ids in id_slices(session, wanted):
+        current.update(
+            session.execute(select(Lead.id, Lead.owner_id).where(among(session, Lead.id, ids)))
+            .tuples()
+            .all()
+        )
     # Lead order is the id order: the same leads and store always give the same owners.
     due = [
         lead for lead in wanted if lead in current and (current[lead] is None or lead in exclude)
@@ -122,12 +127,13 @@ def assign_owners(
     for lead, owner in chosen.items():
         by_owner[owner].append(lead)
     for owner, leads in by_owner.items():
-        session.execute(
-            update(Lead)
-            .where(Lead.id.in_(leads))
-            .values(owner_id=owner, owner_assigned_at=as_of)
-            .execution_options(synchronize_session="fetch")
-        )
+        for ids in id_slices(session, leads):
+            session.execute(
+                update(Lead)
+                .where(among(session, Lead.id, ids))
+                .values(owner_id=owner, owner_assigned_at=as_of)
+                .execution_options(synchronize_session="fetch")
+            )
     record_decisions(
         session,
         [
