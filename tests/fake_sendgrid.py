@@ -40,6 +40,7 @@ class FakeSendGrid:
         self.accepted: list[Request] = []  # the ones answered 202
         self.message_ids: list[str] = []  # X-Message-Id of each accepted request, in order
         self.rate_limit_reset_in = 0.0  # seconds until X-RateLimit-Reset on a 429
+        self.latency = 0.0  # seconds each request takes before its answer (a real network's)
         self._script: deque[tuple[str, int, float]] = (
             deque()
         )  # ("answer", status, 0) / ("hang", 0, s)
@@ -99,6 +100,8 @@ def _handler(fake: FakeSendGrid) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = raw.decode("utf-8", "replace")
             request = Request(self.path, dict(self.headers.items()), body)
+            if fake.latency:
+                time.sleep(fake.latency)
             step = fake._next_step()
             if step and step[0] == "hang":
                 fake._log(request)
@@ -135,14 +138,17 @@ def _handler(fake: FakeSendGrid) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            if body is not None:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if body is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client is gone (a killed sender): it never reads the answer
 
     return Handler
 
