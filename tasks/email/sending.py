@@ -23,7 +23,7 @@ from tasks.config.loader import NurtureConfig, load_config
 from tasks.config.models import Sending
 from tasks.email.outbox import unsubscribe_url
 from tasks.email.senders import EmailSender, OutgoingMessage, SendResult
-from tasks.store.models import EmailStatus, Lead, OutboxEmail, Suppression
+from tasks.store.models import EmailStatus, Lead, LeadAlias, OutboxEmail, Suppression
 from tasks.store.upsert import rowcount
 
 MAX_ATTEMPTS = 5
@@ -112,10 +112,16 @@ def _due(as_of: dt.datetime) -> ColumnElement[bool]:
 
 
 def _suppressed() -> ColumnElement[bool]:
-    # The lead's address now, and the address the email was rendered for (they can differ).
+    # The lead's address now, any other address it was seen with (a merged copy's suppression
+    # applies to the merged lead), and the address the email was rendered for.
     return or_(
         OutboxEmail.lead_id.in_(
             select(Lead.id).join(Suppression, Suppression.email_key == Lead.email_key)
+        ),
+        OutboxEmail.lead_id.in_(
+            select(LeadAlias.lead_id)
+            .join(Suppression, Suppression.email_key == LeadAlias.key)
+            .where(LeadAlias.kind == "email")
         ),
         func.lower(OutboxEmail.to_email).in_(select(Suppression.email_key)),
     )
