@@ -1,17 +1,24 @@
-"""Send due emails exactly once: claim and commit, then send, then record; never resend blindly.
+"""Send due emails exactly once: claim, hand over one at a time, send, record; never resend blindly.
 
-    queued -> sending -> sent | failed | queued (retryable, up to MAX_ATTEMPTS)
+    queued -> claimed -> sending -> sent | failed | queued (retryable, up to MAX_ATTEMPTS)
+    claimed -> queued (released, or taken back from a dead run)
     queued -> suppressed | skipped_late | recorded (outbox only)
 
-A batch is marked ``sending`` (attempts + 1) and committed before any HTTP call. SendGrid has no
-idempotency key, so a row found in ``sending`` (a crash between the call and the record) may or
-may not have gone out: it is left alone and counted as ``needs_reconcile``, to be settled from
-the webhook's ``processed`` event, which carries our ``nurture_email_id``.
+A run claims a batch (``claimed`` with its own token) and commits. Just before each HTTP call it
+hands that one email over (``sending``, attempts + 1, only if its claim still stands) and
+commits. SendGrid has no idempotency key, so a row found in ``sending`` (a crash between the call
+and the record) may or may not have gone out: it is left alone and counted as
+``needs_reconcile``, to be settled from the webhook's ``processed`` event, which carries our
+``nurture_email_id``. A crash (even SIGKILL) therefore leaves at most one email in doubt; the
+rest of its batch is still ``claimed``, never handed over, and a later run takes it back once
+the claim is older than the lease. Taking back is safe whatever the lease: a slow run whose
+claim was taken back finds its token gone at hand-over and sends nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +34,8 @@ from tasks.store.models import EmailStatus, Lead, LeadAlias, OutboxEmail, Suppre
 from tasks.store.upsert import rowcount
 
 MAX_ATTEMPTS = 5
+# A claim older than this is taken to belong to a dead run and its rows go back to the queue.
+CLAIM_LEASE = dt.timedelta(minutes=15)
 # A 429 whose limit resets sooner than this is waited out; a longer one stops the run.
 MAX_RATE_LIMIT_PAUSE = 30.0
 # Retryable failures in a row before the run stops: the API is down, so the rest would only
@@ -51,6 +60,8 @@ class SendSummary:
     skipped_late: int = 0
     #: Found in ``sending`` at the start: outcome unknown, never resent here.
     needs_reconcile: int = 0
+    #: Claimed by a run that died before handing them over: back in the queue.
+    taken_back: int = 0
     dry_run: bool = False
     #: Dry run: the first emails that would be handed to the sender, in send order.
     would_send_ids: list[int] = field(default_factory=list)
@@ -58,7 +69,7 @@ class SendSummary:
     stopped: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Claimed:
     id: int
     dedupe_key: str
@@ -79,6 +90,7 @@ def send_due_emails(
     lateness: dt.timedelta = dt.timedelta(days=2),
     batch_size: int = 500,
     dry_run: bool = False,
+    lease: dt.timedelta = CLAIM_LEASE,
 ) -> SendSummary:
     """Hand every email due at ``as_of`` to ``sender`` at most once; see the module docstring."""
     factory = sessionmaker(engine, expire_on_commit=False)
@@ -95,12 +107,13 @@ def send_due_emails(
     sending = (config or load_config()).sending
     after: tuple[dt.datetime, int] | None = None
     while summary.stopped is None:
-        batch = _claim(factory, as_of, lateness, batch_size, after, summary)
+        token = secrets.token_hex(16)
+        batch = _claim(factory, as_of, lateness, batch_size, after, summary, token, lease)
         if not batch:
             break
         # Walk forward: a row requeued by this run is not claimed again until the next run.
         after = (batch[-1].due_at, batch[-1].id)
-        _deliver(factory, sender, sending, batch, as_of, summary)
+        _deliver(factory, sender, sending, batch, as_of, summary, token)
     return summary
 
 
@@ -194,14 +207,25 @@ def _claim(
     batch_size: int,
     after: tuple[dt.datetime, int] | None,
     summary: SendSummary,
+    token: str,
+    lease: dt.timedelta,
 ) -> list[Claimed]:
-    """Mark the next batch ``sending``, attempts + 1, and commit before any HTTP call."""
+    """Claim the next batch under ``token`` and commit, before any HTTP call."""
+    now = dt.datetime.now(dt.UTC)
     with factory() as session, session.begin():
+        # Claims of dead runs first: their rows were never handed over, so they go back.
+        taken_back = session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.status == EmailStatus.CLAIMED, OutboxEmail.claimed_at < now - lease)
+            .values(status=EmailStatus.QUEUED, claim=None, claimed_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        summary.taken_back += rowcount(taken_back)
         _settle_unsendable(session, as_of, lateness, summary)
         rows = session.execute(
             update(OutboxEmail)
             .where(_batch_filter(session, as_of, batch_size, after), _due(as_of))
-            .values(status=EmailStatus.SENDING, attempts=OutboxEmail.attempts + 1)
+            .values(status=EmailStatus.CLAIMED, claim=token, claimed_at=now)
             .returning(
                 OutboxEmail.id,
                 OutboxEmail.dedupe_key,
@@ -270,12 +294,15 @@ def _deliver(
     batch: list[Claimed],
     as_of: dt.datetime,
     summary: SendSummary,
+    token: str,
 ) -> None:
     pending = list(batch)
     failures_in_a_row = 0
     try:
         while pending and summary.stopped is None:
             email = pending.pop(0)
+            if not _hand_over(factory, email, token):
+                continue  # our claim was taken back (we were too slow): someone else has it
             # If send() raises, this row stays ``sending``: whether it left is unknown.
             result = sender.send(_message(email, sending))
             _record(factory, email, result, as_of, summary)
@@ -284,7 +311,26 @@ def _deliver(
             summary.stopped = _pace(result, failures_in_a_row)
     finally:
         # Claimed but never handed to the sender: safe to put back, and not an attempt.
-        _release(factory, [email.id for email in pending], summary)
+        _release(factory, [email.id for email in pending], summary, token)
+
+
+def _hand_over(factory: sessionmaker[Session], email: Claimed, token: str) -> bool:
+    """``claimed`` -> ``sending`` (attempts + 1), committed, if our claim still stands."""
+    with factory() as session, session.begin():
+        result = session.execute(
+            update(OutboxEmail)
+            .where(
+                OutboxEmail.id == email.id,
+                OutboxEmail.status == EmailStatus.CLAIMED,
+                OutboxEmail.claim == token,
+            )
+            .values(status=EmailStatus.SENDING, attempts=OutboxEmail.attempts + 1, claim=None)
+            .execution_options(synchronize_session=False)
+        )
+    if rowcount(result) != 1:
+        return False
+    email.attempts += 1
+    return True
 
 
 def _message(email: Claimed, sending: Sending) -> OutgoingMessage:
@@ -357,14 +403,20 @@ def _pace(result: SendResult, failures_in_a_row: int) -> str | None:
     return None
 
 
-def _release(factory: sessionmaker[Session], ids: list[int], summary: SendSummary) -> None:
+def _release(
+    factory: sessionmaker[Session], ids: list[int], summary: SendSummary, token: str
+) -> None:
     if not ids:
         return
     with factory() as session, session.begin():
         result = session.execute(
             update(OutboxEmail)
-            .where(OutboxEmail.id.in_(ids), OutboxEmail.status == EmailStatus.SENDING)
-            .values(status=EmailStatus.QUEUED, attempts=OutboxEmail.attempts - 1)
+            .where(
+                OutboxEmail.id.in_(ids),
+                OutboxEmail.status == EmailStatus.CLAIMED,
+                OutboxEmail.claim == token,
+            )
+            .values(status=EmailStatus.QUEUED, claim=None, claimed_at=None)
             .execution_options(synchronize_session=False)
         )
     summary.queued += rowcount(result)

@@ -133,6 +133,9 @@ class EnrolmentStatus(enum.StrEnum):
 
 class EmailStatus(enum.StrEnum):
     QUEUED = "queued"
+    # Taken by a sending run, not yet handed to SendGrid: safe to take back (see sending.py).
+    CLAIMED = "claimed"
+    # Handed to SendGrid; what happened is known only once recorded (or from the webhook).
     SENDING = "sending"
     SENT = "sent"
     # Kept in the outbox only: no SendGrid key configured (the embedded default).
@@ -436,6 +439,9 @@ class OutboxEmail(Base):
     sent_at: Mapped[dt.datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(default=0)
+    # The sending run's claim on a ``claimed`` row: its token and when it was taken.
+    claim: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[dt.datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
 
