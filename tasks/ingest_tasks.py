@@ -11,13 +11,14 @@ from prefect.cache_policies import NONE
 from sqlalchemy import select
 
 from tasks.cadences.enrolment import enrol
+from tasks.grading import grade_and_score
 from tasks.ingest.crm import import_activities, import_opportunities
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
 from tasks.owners import assign_owners, sync_owners
 from tasks.runs import finish_run, start_run
 from tasks.stages import current_config
 from tasks.store.db import session_scope
-from tasks.store.models import Lead, RunKind
+from tasks.store.models import ImportKind, ImportOutcome, ImportRow, Lead, RunKind
 
 
 @task(name="import-leads", cache_policy=NONE, persist_result=False)
@@ -38,9 +39,21 @@ def import_leads_task(
             trust=config.ingest.source_trust,
             columns=config.ingest.columns,
         )
+        # The leads this import created or added to: their grade and score are news.
+        touched: list[int] = session.scalars(  # type: ignore[assignment]
+            select(ImportRow.lead_id)
+            .where(
+                ImportRow.run_id == run.id,
+                ImportRow.kind == ImportKind.LEAD,
+                ImportRow.outcome != ImportOutcome.REJECTED,
+                ImportRow.lead_id.is_not(None),
+            )
+            .distinct()
+        ).all()
+        graded = grade_and_score(session, config, as_of, run_id=run.id, lead_ids=touched)
         sync_owners(session, config.owners)
         new_ids = list(result.new_lead_ids)
-        assign_owners(session, new_ids, as_of=as_of, run_id=run.id)
+        assign_owners(session, new_ids, as_of=as_of, run_id=run.id, policy=config.owners)
         created: dict[int, dt.datetime] = {
             row.id: row.created_at
             # Only leads with an address can be in an email cadence.
@@ -61,7 +74,7 @@ def import_leads_task(
                 enrolled += len(
                     enrol(session, starts, name, cadence, config.sending, run_id=run.id)
                 )
-        counts = {**result.counts, "enrolled": enrolled, "run_id": run.id}
+        counts = {**result.counts, "enrolled": enrolled, **graded, "run_id": run.id}
         finish_run(session, run, counts)
         if outcomes:
             write_outcomes_csv(

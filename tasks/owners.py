@@ -1,25 +1,38 @@
-"""Owners: the reps from config, and one owner per lead by a round robin that remembers its place.
+"""Owners: the reps from config, and one owner per lead by the assignment policy in owners.yaml.
 
-The round robin keeps no state of its own: where it stands is read from the store (the owner of
-its latest assignment decision), so it carries on across runs and processes, and a backfill
-that replays the same store and ``as_of`` hands out the same owners.
+A lead that has an owner keeps it (first come). A lead without one goes to the first pool of the
+policy's ``strategy`` with a rep under their cap of open leads: ``by_region`` (the reps of the
+region the lead's country is in), then ``round_robin`` (every rep). Each pool is a round robin
+that keeps no state of its own: where it stands is read from the store (the owner of the pool's
+latest assignment decision), so it carries on across runs and processes, and a backfill that
+replays the same store and ``as_of`` hands out the same owners. When every rep of every pool is
+at their cap the lead stays unassigned, and a decision says so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from tasks.config.models import OwnerEntry, Owners
+from tasks.config.models import Assignment, OwnerEntry, Owners
 from tasks.decisions import NewDecision, record_decisions
-from tasks.store.models import Decision, DecisionAction, Lead, Owner
+from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus, Owner
 from tasks.store.upsert import among, id_slices
 
 ROUND_ROBIN = "round_robin"
+BY_REGION = "by_region"
+# The rule of a "nobody could take it" decision: never a pool, so no round robin reads it.
+UNASSIGNED = "unassigned"
+AT_CAPACITY = "all owners at capacity"
+NO_OWNER_IN_REGION = "no owner for the lead's region"
+# Leads that count against a rep's cap.
+OPEN_STATUSES = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
 
 
 def sync_owners(session: Session, owners_cfg: Owners | Iterable[OwnerEntry]) -> dict[str, int]:
@@ -54,15 +67,15 @@ def sync_owners(session: Session, owners_cfg: Owners | Iterable[OwnerEntry]) -> 
     return {email: row.id for email, row in listed.items()}
 
 
-def _last_owner(session: Session) -> int | None:
-    """The owner the round robin chose last: the facts of its latest decision.
+def _last_owner(session: Session, rule: str) -> int | None:
+    """The owner a pool's round robin chose last: the facts of its latest decision.
 
     Decision ids follow the order assignments were made, whatever their ``as_of`` and whatever
     the ids of the leads: a release of old leads after an import of new ones is still "later".
     """
     facts = session.scalar(
         select(Decision.facts)
-        .where(Decision.action == DecisionAction.ASSIGN_OWNER, Decision.rule == ROUND_ROBIN)
+        .where(Decision.action == DecisionAction.ASSIGN_OWNER, Decision.rule == rule)
         .order_by(Decision.id.desc())
         .limit(1)
     )
@@ -78,6 +91,102 @@ def _start(owners: list[int], last: int | None) -> int:
     return later[0] if later else 0
 
 
+@dataclass
+class _Pool:
+    """One round robin: its decisions' rule (where it remembers its place) and its reps by id."""
+
+    rule: str
+    owners: list[int]
+    position: int
+    region: str | None = None
+
+    def take(self, allowed: Callable[[int], bool]) -> int | None:
+        """The next rep in turn that ``allowed`` accepts; the turn passes beyond them."""
+        for step in range(len(self.owners)):
+            owner = self.owners[(self.position + step) % len(self.owners)]
+            if allowed(owner):
+                self.position += step + 1
+                return owner
+        return None
+
+
+@dataclass(frozen=True)
+class _Rep:
+    id: int
+    email: str
+    region: str | None
+
+
+class _Pools:
+    """The pools a lead may draw from, built on first use (each reads its place from the store)."""
+
+    def __init__(self, session: Session, reps: list[_Rep], assignment: Assignment) -> None:
+        self.session = session
+        self.reps = reps
+        self.assignment = assignment
+        self.region_of = {
+            country: region
+            for region, countries in assignment.regions.items()
+            for country in countries
+        }
+        self._built: dict[str, _Pool | None] = {}
+
+    def for_lead(self, country: str | None) -> list[_Pool]:
+        """The lead's pools with at least one rep, in strategy order."""
+        pools: list[_Pool] = []
+        for strategy in self.assignment.strategy:
+            if strategy == BY_REGION:
+                region = self.region_of.get((country or "").upper())
+                pool = self._pool(f"{BY_REGION}:{region}", region) if region else None
+            else:
+                pool = self._pool(ROUND_ROBIN, None)
+            if pool is not None:
+                pools.append(pool)
+        return pools
+
+    def _pool(self, rule: str, region: str | None) -> _Pool | None:
+        if rule not in self._built:
+            owners = [r.id for r in self.reps if region is None or r.region == region]
+            self._built[rule] = (
+                _Pool(rule, owners, _start(owners, _last_owner(self.session, rule)), region)
+                if owners
+                else None
+            )
+        return self._built[rule]
+
+
+def _caps(policy: Owners | None, reps: list[_Rep]) -> dict[int, int]:
+    """{rep id: max open leads} for the reps that have a cap (matched to config by email)."""
+    if policy is None:
+        return {}
+    entries = {e.email.casefold(): e for e in policy.owners}
+    caps: dict[int, int] = {}
+    for rep in reps:
+        entry = entries.get(rep.email.casefold())
+        cap = entry.max_open_leads if entry and entry.max_open_leads else None
+        cap = cap or policy.assignment.max_open_leads
+        if cap is not None:
+            caps[rep.id] = cap
+    return caps
+
+
+def _open_leads(session: Session, owners: Iterable[int]) -> dict[int, int]:
+    """Open leads per rep: what counts against the cap."""
+    listed = list(owners)
+    if not listed:
+        return {}
+    rows = session.execute(
+        select(Lead.owner_id, func.count())
+        .where(
+            Lead.owner_id.in_(listed),
+            Lead.status.in_(OPEN_STATUSES),
+            Lead.merged_into_id.is_(None),
+        )
+        .group_by(Lead.owner_id)
+    ).tuples()
+    return {int(owner): int(n) for owner, n in rows if owner is not None}
+
+
 def assign_owners(
     session: Session,
     lead_ids: Iterable[int],
@@ -85,44 +194,95 @@ def assign_owners(
     as_of: dt.datetime,
     run_id: int | None,
     exclude_owner: dict[int, int] | None = None,
+    policy: Owners | None = None,
 ) -> dict[int, int]:
-    """Give each lead one active owner, round robin over owners by id; return {lead: owner}.
+    """Give each lead one active owner by ``policy`` (None: round robin over every owner, no
+    caps); return {lead: owner} for the leads that got an owner now.
 
-    Only leads that get an owner now are returned. A lead that already has one keeps it (first
-    come), unless it is being released: ``exclude_owner`` maps such a lead to the owner to avoid,
-    and it goes to someone else whenever there is anyone else.
+    A lead that already has one keeps it (first come), unless it is being released:
+    ``exclude_owner`` maps such a lead to the owner to avoid, and it goes to someone else
+    whenever there is anyone else free. A lead nobody can take stays unassigned, with a
+    decision that says why.
     """
     wanted = sorted(set(lead_ids))
     if not wanted:
         return {}
-    owners = list(
-        session.scalars(select(Owner.id).where(Owner.active.is_(True)).order_by(Owner.id))
-    )
-    if not owners:
+    reps = [
+        _Rep(*row)
+        for row in session.execute(
+            select(Owner.id, Owner.email, Owner.region)
+            .where(Owner.active.is_(True))
+            .order_by(Owner.id)
+        ).tuples()
+    ]
+    if not reps:
         return {}
     exclude = exclude_owner or {}
-    current: dict[int, int | None] = {}
+    current: dict[int, tuple[int | None, str | None]] = {}
     for ids in id_slices(session, wanted):
         current.update(
-            session.execute(select(Lead.id, Lead.owner_id).where(among(session, Lead.id, ids)))
-            .tuples()
-            .all()
+            (lead, (owner, country))
+            for lead, owner, country in session.execute(
+                select(Lead.id, Lead.owner_id, Lead.country).where(among(session, Lead.id, ids))
+            ).tuples()
         )
     # Lead order is the id order: the same leads and store always give the same owners.
     due = [
-        lead for lead in wanted if lead in current and (current[lead] is None or lead in exclude)
+        lead for lead in wanted if lead in current and (current[lead][0] is None or lead in exclude)
     ]
     if not due:
         return {}
-    position = _start(owners, _last_owner(session))
-    chosen: dict[int, int] = {}
+    caps = _caps(policy, reps)
+    load = _open_leads(session, caps)
     for lead in due:
-        owner = owners[position % len(owners)]
-        if len(owners) > 1 and exclude.get(lead) == owner:
-            position += 1  # the excluded owner sits this one out
-            owner = owners[position % len(owners)]
-        chosen[lead] = owner
-        position += 1
+        leaving = current[lead][0]
+        if leaving in load:
+            load[leaving] -= 1  # a released lead stops counting for the owner it leaves
+    pools = _Pools(session, reps, policy.assignment if policy else Assignment())
+    chosen: dict[int, tuple[int, _Pool]] = {}
+    unassigned: dict[int, str] = {}
+    for lead in due:
+        lead_pools = pools.for_lead(current[lead][1])
+        picked = _pick(lead_pools, exclude.get(lead), caps, load)
+        if picked is None:
+            # Pools but nobody free: capacity. No pool at all: by_region only, and no rep there.
+            unassigned[lead] = AT_CAPACITY if lead_pools else NO_OWNER_IN_REGION
+            continue
+        chosen[lead] = picked
+        load[picked[0]] = load.get(picked[0], 0) + 1
+    _write(session, {lead: owner for lead, (owner, _) in chosen.items()}, as_of)
+    record_decisions(
+        session,
+        [_assigned(lead, owner, pool, exclude, as_of) for lead, (owner, pool) in chosen.items()]
+        + [_unassigned(lead, reason, exclude, as_of) for lead, reason in unassigned.items()],
+        run_id=run_id,
+        as_of=as_of,
+    )
+    return {lead: owner for lead, (owner, _) in chosen.items()}
+
+
+def _pick(
+    pools: list[_Pool], excluded: int | None, caps: dict[int, int], load: dict[int, int]
+) -> tuple[int, _Pool] | None:
+    """The first pool's next rep under their cap; the owner to avoid only if nobody else can."""
+
+    def free(owner: int) -> bool:
+        return owner not in caps or load.get(owner, 0) < caps[owner]
+
+    for avoid in (True, False) if excluded is not None else (False,):
+        for pool in pools:
+            owner = pool.take(partial(_allowed, free, excluded if avoid else None))
+            if owner is not None:
+                return owner, pool
+    return None
+
+
+def _allowed(free: Callable[[int], bool], avoid: int | None, owner: int) -> bool:
+    return free(owner) and owner != avoid
+
+
+def _write(session: Session, chosen: dict[int, int], as_of: dt.datetime) -> None:
+    """One UPDATE per owner (per id slice), however many leads."""
     by_owner: dict[int, list[int]] = defaultdict(list)
     for lead, owner in chosen.items():
         by_owner[owner].append(lead)
@@ -134,20 +294,31 @@ def assign_owners(
                 .values(owner_id=owner, owner_assigned_at=as_of)
                 .execution_options(synchronize_session="fetch")
             )
-    record_decisions(
-        session,
-        [
-            NewDecision(
-                dedupe_key=f"assign:{lead}:{as_of.isoformat()}",
-                action=DecisionAction.ASSIGN_OWNER,
-                rule=ROUND_ROBIN,
-                lead_id=lead,
-                facts={"owner_id": owner}
-                | ({"released_from": exclude[lead]} if lead in exclude else {}),
-            )
-            for lead, owner in chosen.items()
-        ],
-        run_id=run_id,
-        as_of=as_of,
+
+
+def _assigned(
+    lead: int, owner: int, pool: _Pool, exclude: dict[int, int], as_of: dt.datetime
+) -> NewDecision:
+    facts: dict[str, object] = {"owner_id": owner}
+    if pool.region is not None:
+        facts["region"] = pool.region
+    if lead in exclude:
+        facts["released_from"] = exclude[lead]
+    return NewDecision(
+        dedupe_key=f"assign:{lead}:{as_of.isoformat()}",
+        action=DecisionAction.ASSIGN_OWNER,
+        rule=pool.rule,
+        lead_id=lead,
+        facts=facts,
     )
-    return chosen
+
+
+def _unassigned(lead: int, reason: str, exclude: dict[int, int], as_of: dt.datetime) -> NewDecision:
+    return NewDecision(
+        dedupe_key=f"unassigned:{lead}:{as_of.isoformat()}",
+        action=DecisionAction.ASSIGN_OWNER,
+        rule=UNASSIGNED,
+        lead_id=lead,
+        reason=reason,
+        facts={"owner_id": None} | ({"released_from": exclude[lead]} if lead in exclude else {}),
+    )

@@ -25,6 +25,7 @@ from tasks.deals.reopen import reopen_due_followups
 from tasks.email.senders import sender_from_env
 from tasks.email.sending import send_due_emails
 from tasks.engagement import mark_engaged
+from tasks.grading import grade_and_score
 from tasks.reports.summary import pipeline_summary
 from tasks.rules.engine import apply_rules
 from tasks.runs import finish_run, start_run
@@ -46,6 +47,13 @@ def current_config() -> NurtureConfig:
     directory = config_dir().resolve()
     files = sorted(p for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else []
     return _config(str(directory), tuple(p.stat().st_mtime for p in files))
+
+
+def stage_grading(
+    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+) -> dict[str, Any]:
+    # Before the rules, so a rule tests today's grade and score.
+    return grade_and_score(session, config, as_of, run_id=run_id)
 
 
 def stage_rules(
@@ -78,6 +86,7 @@ def stage_cadences(
 
 
 STAGES = {
+    "grade_and_score": stage_grading,
     "disqualification_rules": stage_rules,
     "close_dead_deals": stage_close,
     "reopen_due_followups": stage_reopen,

@@ -20,6 +20,7 @@ from tasks.config.models import (
     FILES,
     Cadences,
     FollowUps,
+    Grading,
     Ingest,
     Owners,
     Pipeline,
@@ -70,6 +71,7 @@ class NurtureConfig:
     owners: Owners
     templates: dict[str, Template] = field(default_factory=dict)
     ingest: Ingest = field(default_factory=Ingest)
+    grading: Grading = field(default_factory=Grading)
 
 
 def load_config(directory: Path | str | None = None) -> NurtureConfig:
@@ -113,6 +115,7 @@ def load_config(directory: Path | str | None = None) -> NurtureConfig:
         owners=models["owners.yaml"],  # type: ignore[arg-type]
         templates=templates,
         ingest=models["ingest.yaml"],  # type: ignore[arg-type]
+        grading=models["grading.yaml"],  # type: ignore[arg-type]
     )
 
 
@@ -192,7 +195,7 @@ def _cross_checks(
     data: dict[str, Any],
     templates: dict[str, Template],
 ) -> list[Problem]:
-    """References between files: templates, cadences and stages that must exist."""
+    """References: templates, cadences and stages that must exist; regions the reps name."""
     problems: list[Problem] = []
     pipeline: Pipeline = models["pipeline.yaml"]  # type: ignore[assignment]
     followups: FollowUps = models["followups.yaml"]  # type: ignore[assignment]
@@ -234,4 +237,13 @@ def _cross_checks(
             need_template(
                 step.template, "cadences.yaml", ("cadences", name, "steps", k, "template")
             )
+    owners: Owners = models["owners.yaml"]  # type: ignore[assignment]
+    for loc, message in owners.region_problems():
+        problems.append(
+            Problem(
+                _shown(directory / "owners.yaml"),
+                line_of(data["owners.yaml"], loc),
+                f"{_dotted(loc)}: {message}",
+            )
+        )
     return problems

@@ -278,16 +278,191 @@ class Sending(Strict):
 # --- owners.yaml -----------------------------------------------------------------------------
 
 
+Region = Annotated[str, Field(min_length=1, max_length=64)]
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+Strategy = Literal["by_region", "round_robin"]
+
+
+def _round_robin_only() -> list[Strategy]:
+    return ["round_robin"]
+
+
 class OwnerEntry(Strict):
     name: str
     email: str
-    region: str | None = None
+    region: Region | None = None
+    max_open_leads: int | None = Field(
+        default=None, ge=1, description="This rep's cap, instead of assignment.max_open_leads"
+    )
+
+
+class Assignment(Strict):
+    """How a lead without an owner gets one; a lead that has an owner always keeps it.
+
+    ``strategy`` lists the pools to try, in order: ``by_region`` (the active reps of the region
+    the lead's country belongs to) and ``round_robin`` (every active rep). Each pool is a round
+    robin that remembers its place; a rep at their cap of open leads is skipped.
+    """
+
+    strategy: list[Strategy] = Field(default_factory=_round_robin_only, min_length=1)
+    regions: dict[Region, list[CountryCode]] = Field(
+        default_factory=dict, description="Region -> the countries (ISO codes) it covers"
+    )
+    max_open_leads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Open leads (new, working, nurturing, qualified) a rep may own",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_word(cls, value: Any) -> Any:
+        # `assignment: round_robin` (the older form) is a strategy list of one.
+        if isinstance(value, str):
+            return {"strategy": [value]}
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _unique_strategies(cls, strategy: list[str]) -> list[str]:
+        if len(set(strategy)) != len(strategy):
+            raise ValueError("each strategy may be listed once")
+        return strategy
+
+    @field_validator("regions")
+    @classmethod
+    def _one_region_per_country(cls, regions: dict[str, list[str]]) -> dict[str, list[str]]:
+        seen: dict[str, str] = {}
+        for region, countries in regions.items():
+            for country in countries:
+                if country in seen and seen[country] != region:
+                    raise ValueError(f"{country} is in both {seen[country]} and {region}")
+                seen[country] = region
+        return regions
+
+    @model_validator(mode="after")
+    def _regions_for_by_region(self) -> Assignment:
+        if "by_region" in self.strategy and not self.regions:
+            raise ValueError("strategy by_region needs regions: {REGION: [country codes]}")
+        return self
+
+    def region_of(self, country: str | None) -> str | None:
+        if not country:
+            return None
+        return next((r for r, codes in self.regions.items() if country.upper() in codes), None)
 
 
 class Owners(Strict):
-    # Only round robin so far: a value the engine would silently ignore is refused instead.
-    assignment: Literal["round_robin"] = "round_robin"
+    assignment: Assignment = Field(default_factory=Assignment)
     owners: list[OwnerEntry] = Field(min_length=1)
+
+    def region_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """Reps whose region is not one of ``assignment.regions``: (location, message)."""
+        if not self.assignment.regions:
+            return []
+        known = ", ".join(sorted(self.assignment.regions))
+        return [
+            (("owners", i, "region"), f"unknown region '{o.region}' (assignment.regions: {known})")
+            for i, o in enumerate(self.owners)
+            if o.region is not None and o.region not in self.assignment.regions
+        ]
+
+
+# --- grading.yaml ----------------------------------------------------------------------------
+
+Grade = Literal["A", "B", "C", "D"]
+# Lead fields whose presence earns completeness points.
+CompletenessField = Literal[
+    "email", "phone", "first_name", "last_name", "company", "title", "website", "industry",
+    "employees", "country",
+]  # fmt: skip
+
+
+class GradeRule(Strict):
+    grade: Grade
+    when: ConditionText
+    description: str | None = None
+
+
+class PointsIf(Strict):
+    """Points when the lead's value is one of ``values`` (text compared case-blind)."""
+
+    points: int = Field(ge=-100, le=100)
+    values: list[str] = Field(min_length=1)
+
+
+class CountryPoints(Strict):
+    """Points when the lead's country (ISO code) is one of ``values``."""
+
+    points: int = Field(ge=-100, le=100)
+    values: list[CountryCode] = Field(min_length=1)
+
+
+class SizeBand(Strict):
+    """Points for a company of ``min`` to ``max`` employees (both included; no max: no bound)."""
+
+    min: int = Field(default=0, ge=0)
+    max: int | None = Field(default=None, ge=0)
+    points: int = Field(ge=-100, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SizeBand:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+class TitlePoints(Strict):
+    """Points when the title holds one of ``keywords`` as whole words (seniority)."""
+
+    points: int = Field(ge=-100, le=100)
+    keywords: list[Annotated[str, Field(pattern=r"^\w+( \w+)*$")]] = Field(min_length=1)
+
+
+class Fit(Strict):
+    """Fit to the ideal customer profile."""
+
+    countries: CountryPoints | None = None
+    industries: PointsIf | None = None
+    sizes: list[SizeBand] = Field(default_factory=list, description="The first band that holds")
+    titles: TitlePoints | None = None
+
+
+class Engagement(Strict):
+    """Points that fade: each is worth half as much one ``half_life`` later."""
+
+    half_life: Duration = Field(default_factory=lambda: relativedelta(days=30))
+    reply: int = Field(default=0, ge=-100, le=100, description="For a real reply today")
+    touch: int = Field(
+        default=0, ge=-100, le=100, description="For the latest touch, either way, today"
+    )
+    unanswered_email: int = Field(
+        default=0, ge=-100, le=100, description="For each unanswered email"
+    )
+
+    @field_validator("half_life")
+    @classmethod
+    def _positive(cls, value: relativedelta) -> relativedelta:
+        if value == relativedelta():
+            raise ValueError("half_life must be longer than 0 days")
+        return value
+
+
+class Score(Strict):
+    """A score of 0-100: the sum of these points, clamped."""
+
+    source: dict[Name, int] = Field(default_factory=dict, description="Points per lead source")
+    other_sources: int = Field(default=0, description="Points for a source not listed")
+    completeness: dict[CompletenessField, int] = Field(default_factory=dict)
+    fit: Fit = Field(default_factory=Fit)
+    engagement: Engagement = Field(default_factory=Engagement)
+
+
+class Grading(Strict):
+    # Ordered: the first grade whose condition holds wins, else ``default``.
+    grades: list[GradeRule] = Field(default_factory=list)
+    default: Grade = "C"
+    score: Score = Field(default_factory=Score)
 
 
 # --- ingest.yaml -----------------------------------------------------------------------------
@@ -321,4 +496,5 @@ FILES: dict[str, type[Strict]] = {
     "sending.yaml": Sending,
     "owners.yaml": Owners,
     "ingest.yaml": Ingest,
+    "grading.yaml": Grading,
 }

@@ -191,7 +191,7 @@ def reopen_due_followups(
                 .execution_options(synchronize_session="fetch")
             )
         unowned = [i for i in to_reactivate if session.get(Lead, i).owner_id is None]  # type: ignore[union-attr]
-        assign_owners(session, unowned, as_of=as_of, run_id=run_id)
+        assign_owners(session, unowned, as_of=as_of, run_id=run_id, policy=config.owners)
         # New opportunities take the (possibly new) owner of their lead.
         session.execute(
             update(Opportunity)

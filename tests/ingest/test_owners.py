@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tasks.config.models import OwnerEntry, Owners
 from tasks.owners import assign_owners, sync_owners
-from tasks.store.models import Decision, DecisionAction, Lead, Owner
+from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus, Owner
 from tests.ingest.conftest import AS_OF
 
 REPS = Owners(
@@ -176,3 +176,89 @@ def test_nobody_to_assign_to(session: Session, run_id: int) -> None:
     leads = new_leads(session, 2)
     assert assign_owners(session, leads, as_of=AS_OF, run_id=run_id) == {}
     assert assign_owners(session, [], as_of=AS_OF, run_id=run_id) == {}
+
+
+def leads_in(session: Session, countries: list[str | None]) -> list[int]:
+    ids = new_leads(session, len(countries))
+    for lead, country in zip(ids, countries, strict=True):
+        session.execute(update(Lead).where(Lead.id == lead).values(country=country))
+    return ids
+
+
+REGIONAL = Owners.model_validate(
+    {
+        "assignment": {
+            "strategy": ["by_region", "round_robin"],
+            "regions": {"NA": ["US", "CA"], "EMEA": ["GB", "DE"], "LATAM": ["MX"]},
+        },
+        "owners": [o.model_dump() for o in REPS.owners],
+    }
+)
+
+
+def test_by_region_rotates_within_the_region_and_falls_back_to_everyone(
+    session: Session, run_id: int, reps: list[int]
+) -> None:
+    ava, ben, chloe, diego = reps
+    leads = leads_in(session, ["GB", "DE", "GB", "US", "JP", None, "MX"])
+    chosen = assign_owners(session, leads, as_of=AS_OF, run_id=run_id, policy=REGIONAL)
+    # EMEA alternates Ben and Chloe; JP and no country go to the round robin over everyone.
+    assert [chosen[i] for i in leads] == [ben, chloe, ben, ava, ava, ben, diego]
+    decisions = {
+        d.lead_id: d
+        for d in session.scalars(
+            select(Decision).where(Decision.action == DecisionAction.ASSIGN_OWNER)
+        )
+    }
+    assert (decisions[leads[0]].rule, decisions[leads[0]].facts) == (
+        "by_region:EMEA",
+        {"owner_id": ben, "region": "EMEA"},
+    )
+    assert decisions[leads[4]].rule == "round_robin"
+    # Each region's rotation remembers its own place in a later call.
+    later = AS_OF + dt.timedelta(days=1)
+    more = leads_in(session, ["DE", "US", "JP"])
+    again = assign_owners(session, more, as_of=later, run_id=run_id, policy=REGIONAL)
+    assert [again[i] for i in more] == [chloe, ava, chloe]
+
+
+def test_a_rep_at_the_cap_is_skipped_and_a_lead_nobody_can_take_waits(
+    session: Session, run_id: int, reps: list[int]
+) -> None:
+    ava, ben, chloe, _diego = reps
+    capped = Owners.model_validate(
+        {
+            "assignment": {
+                "strategy": ["by_region"],
+                "regions": {"NA": ["US"], "EMEA": ["GB"], "LATAM": ["MX"]},
+                "max_open_leads": 2,
+            },
+            "owners": [
+                {**o.model_dump(), "max_open_leads": 1}
+                if o.email.startswith("ben")
+                else o.model_dump()
+                for o in REPS.owners
+            ],
+        }
+    )
+    leads = leads_in(session, ["GB", "GB", "GB", "GB", "US", "US", "US", "JP"])
+    chosen = assign_owners(session, leads, as_of=AS_OF, run_id=run_id, policy=capped)
+    # Ben's own cap is 1, Chloe has the default 2; the fourth GB lead waits, so does the third
+    # US lead; JP has no region and by_region is the only strategy.
+    assert chosen == {leads[0]: ben, leads[1]: chloe, leads[2]: chloe, leads[4]: ava, leads[5]: ava}
+    waiting = {
+        d.lead_id: d.reason
+        for d in session.scalars(select(Decision).where(Decision.rule == "unassigned"))
+    }
+    assert waiting == {
+        leads[3]: "all owners at capacity",
+        leads[6]: "all owners at capacity",
+        leads[7]: "no owner for the lead's region",
+    }
+    assert session.scalar(select(Lead.owner_id).where(Lead.id == leads[3])) is None
+    # A closed lead frees its owner's place.
+    session.execute(update(Lead).where(Lead.id == leads[0]).values(status=LeadStatus.DISQUALIFIED))
+    later = AS_OF + dt.timedelta(days=1)
+    assert assign_owners(session, [leads[3]], as_of=later, run_id=run_id, policy=capped) == {
+        leads[3]: ben
+    }
