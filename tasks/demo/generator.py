@@ -516,11 +516,19 @@ def _people(rng: random.Random, n: int, start: dt.date) -> list[_Person]:
     phone_only = set(_share(rng, indices, 0.03))
     no_phone = set(_share(rng, indices, 0.12)) - phone_only
     taken: set[str] = set()
+    # Two different people with one full name at one company would be one person to anyone
+    # (and to fuzzy matching): the planted truth keeps namesakes at different companies.
+    named: set[tuple[str, str, str | None]] = set()
     people = []
     for i in indices:
         company = None if i in missing_company else rng.choice(companies)
         country = company.country if company else _pick_country(rng)
         first, last = _name(rng, country)
+        # Redrawn from a stream of its own, so the rest of the book stays as it was.
+        redraw = random.Random(i)
+        while company and (first, last, company.name) in named:
+            first, last = _name(redraw, country)
+        named.add((first, last, company.name if company else None))
         local, domain, address = _email(rng, first, last, company, taken)
         person = _Person(
             first=first,

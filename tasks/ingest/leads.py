@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, record_decisions
 from tasks.ingest.cleaning import CleanRow, cleaned, identity
+from tasks.ingest.matching import MAX_BLOCK, Match, Person, block_keys, find_matches
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.reader import read_records, resolve_encoding
 from tasks.ingest.rows import jsonable, update_by_id
@@ -30,6 +32,7 @@ from tasks.store.models import (
     ImportRow,
     Lead,
     LeadAlias,
+    LeadMatchKey,
     LeadStatus,
 )
 from tasks.store.upsert import (
@@ -244,6 +247,30 @@ class _Writer:
                 outcomes.append(ImportOutcome.ACCEPTED)
                 filled.append([])
 
+        fuzzy = self._fuzzy(pending, creators)
+        redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
+        by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
+        absorbed_keys: list[tuple[str, set[int]]] = []  # (the lead's key, the row's block keys)
+        for key, (joined, match) in sorted(fuzzy.items(), key=lambda kv: creators[kv[0]]):
+            index = creators[key]
+            row = batch[index]
+            origin = Provenance(row.lead.source, row.lead.created or self.as_of)
+            incoming = pending.pop(key)
+            pending_undated.discard(key)
+            if isinstance(joined, _Stored):
+                known[key] = joined
+                into = updates.setdefault(joined.id, {})
+                filled[index] = _fill(joined.values, incoming, into, origin, self.trust)
+            else:
+                redirect[key] = joined
+                filled[index] = _fill(
+                    pending[joined], incoming, pending[joined], origin, self.trust
+                )
+            outcomes[index] = ImportOutcome.MERGED
+            by_fuzzy[index] = match
+            aliases.append((key, row))
+            absorbed_keys.append((key, block_keys(_person(key, incoming))))
+
         created = self._insert_leads(pending)
         lost = [key for key in pending if key not in created]
         if lost:
@@ -264,11 +291,94 @@ class _Writer:
             known[key] = _Stored(lead_id, {})
             if key in pending_undated:
                 self.undated.add(lead_id)
+        for key, joined in redirect.items():
+            known[key] = known[joined]
         self.result.new_lead_ids.extend(created.values())
         self._update_leads(updates)
         lead_ids = {k: s.id for k, s in known.items()}
-        self._keep_aliases(aliases, lead_ids, pending, known)
-        self._keep_rows(batch, outcomes, filled, lead_ids)
+        self._keep_aliases(aliases, lead_ids, pending, known, redirect)
+        self._keep_match_keys(pending, created, absorbed_keys, lead_ids)
+        self._keep_rows(batch, outcomes, filled, lead_ids, by_fuzzy)
+
+    def _fuzzy(
+        self, pending: dict[str, dict[str, Any]], creators: dict[str, int]
+    ) -> dict[str, tuple[_Stored | str, Match]]:
+        """The new people of this batch who are someone else: {their key: (who, the match)}.
+
+        "Who" is a stored lead, or the key of an earlier new person of this batch. Candidates
+        come from the block keys stored leads hold (``lead_match_keys``); a key held by more
+        than ``MAX_BLOCK`` leads is crowded and not followed. Matches are taken best first; the
+        stored lead, else the earlier row, survives. A row that would join two stored leads
+        joins the better match only: two stored leads are never merged by a third party.
+        """
+        people = [_person(key, row) for key, row in pending.items()]
+        wanted = sorted({k for person in people for k in block_keys(person)})
+        if not wanted:
+            return {}
+        holders: dict[int, set[int]] = defaultdict(set)
+        for key, lead_id in self.session.execute(
+            select(LeadMatchKey.key, LeadMatchKey.lead_id).where(
+                among(self.session, LeadMatchKey.key, wanted)
+            )
+        ).tuples():
+            holders[key].add(lead_id)
+        crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
+        candidates = {
+            lead for key, leads in holders.items() if key not in crowded for lead in leads
+        }
+        stored = {s.id: s for s in self._survivors(candidates).values()}
+        known = [_person(lead_id, s.values) for lead_id, s in stored.items()]
+        parent: dict[object, tuple[object, Match]] = {}
+
+        def root(ref: object) -> object:
+            while ref in parent:
+                ref = parent[ref][0]
+            return ref
+
+        def earlier(a: object, b: object) -> bool:
+            """Does ``a`` survive ``b``? A stored lead always; of two new rows, the first."""
+            if isinstance(a, int):
+                return True
+            return not isinstance(b, int) and creators[str(a)] < creators[str(b)]
+
+        for match in find_matches(people, known, crowded=crowded):
+            a, b = root(match.a), root(match.b)
+            if a == b or (isinstance(a, int) and isinstance(b, int)):
+                continue
+            survivor, absorbed = (a, b) if earlier(a, b) else (b, a)
+            parent[absorbed] = (survivor, match)
+        found: dict[str, tuple[_Stored | str, Match]] = {}
+        for ref, (_, match) in parent.items():
+            final = root(ref)
+            found[str(ref)] = (stored[final] if isinstance(final, int) else str(final), match)
+        return found
+
+    def _keep_match_keys(
+        self,
+        pending: dict[str, dict[str, Any]],
+        created: dict[str, int],
+        absorbed: list[tuple[str, set[int]]],
+        lead_ids: dict[str, int],
+    ) -> None:
+        """Block keys of the new leads, and of the rows merged by fuzzy match into a lead (its
+        other spellings: the next row spelled that way finds it too)."""
+        fresh = {
+            (block, created[key])
+            for key, row in pending.items()
+            if key in created
+            for block in block_keys(_person(key, row))
+        }
+        more = {(block, lead_ids[key]) for key, blocks in absorbed for block in blocks} - fresh
+        append_rows(self.session, LeadMatchKey, [{"key": k, "lead_id": i} for k, i in fresh])
+        if more:
+            # A key the lead already holds (from another spelling) is skipped.
+            insert_ignore_returning(
+                self.session,
+                LeadMatchKey,
+                [{"key": k, "lead_id": i} for k, i in sorted(more)],
+                ["key", "lead_id"],
+                ["key"],
+            )
 
     def _keep_aliases(
         self,
@@ -276,12 +386,13 @@ class _Writer:
         lead_ids: dict[str, int],
         pending: dict[str, dict[str, Any]],
         known: dict[str, _Stored],
+        redirect: dict[str, str],
     ) -> None:
         """Every email and phone a merged row brought that its lead does not carry itself."""
         rows: dict[tuple[int, str, str], dict[str, Any]] = {}
         for key, row in seen:
             lead_id = lead_ids[key]
-            own = known[key].values if known[key].values else pending.get(key, {})
+            own = known[key].values or pending.get(redirect.get(key, key), {})
             offered = (("email", row.lead.email, row.lead.email_key),
                        ("phone", row.lead.phone, row.lead.phone))  # fmt: skip
             for kind, value, match_key in offered:
@@ -424,6 +535,7 @@ class _Writer:
         outcomes: list[ImportOutcome],
         filled: list[list[str]],
         lead_ids: dict[str, int],
+        by_fuzzy: dict[int, Match],
     ) -> None:
         counts = self.result.counts
         import_rows = []
@@ -450,11 +562,31 @@ class _Writer:
             )
         append_rows(self.session, ImportRow, import_rows)
         decisions: list[NewDecision] = []
-        for row, outcome, names, lead_id in zip(batch, outcomes, filled, row_leads, strict=True):
+        for index, (row, outcome, names, lead_id) in enumerate(
+            zip(batch, outcomes, filled, row_leads, strict=True)
+        ):
             where = {"file": Path(row.file).name, "row": row.record.row_number}
             # One decision per input row of the run: its file's place in the import, its row.
             row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.record.row_number}"
-            if outcome is ImportOutcome.MERGED:
+            if index in by_fuzzy:
+                match = by_fuzzy[index]
+                decisions.append(
+                    NewDecision(
+                        dedupe_key=f"merge:{row_key}",
+                        action=DecisionAction.MERGE,
+                        rule="fuzzy",
+                        lead_id=lead_id,
+                        reason=match.reason,
+                        facts={
+                            **where,
+                            "fields_taken": names,
+                            "score": match.score,
+                            "names": match.names,
+                            "evidence": list(match.evidence),
+                        },
+                    )
+                )
+            elif outcome is ImportOutcome.MERGED:
                 by_email = (row.key or "").startswith("email:")
                 decisions.append(
                     NewDecision(
@@ -477,6 +609,18 @@ class _Writer:
                     )
                 )
         record_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
+
+
+def _person(ref: object, values: Mapping[str, Any]) -> Person:
+    return Person(
+        ref,
+        values.get("first_name"),
+        values.get("last_name"),
+        values.get("company_key"),
+        values.get("website"),
+        values.get("email_key"),
+        values.get("phone"),
+    )
 
 
 def _values(row: Any) -> dict[str, Any]:

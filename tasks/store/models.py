@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
     DateTime,
     Enum,
@@ -314,6 +315,19 @@ class LeadAlias(Base):
         UniqueConstraint("lead_id", "kind", "key"),
         Index("ix_lead_aliases_key", "kind", "key"),
     )
+
+
+class LeadMatchKey(Base):
+    """A lead's fuzzy-matching block key (see tasks.ingest.matching), as a 64-bit hash.
+
+    An incoming row looks up its own keys here to find the few stored people worth comparing
+    it with; a key held by more than ``MAX_BLOCK`` leads is not evidence and is not followed.
+    """
+
+    __tablename__ = "lead_match_keys"
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), primary_key=True)
 
 
 class ImportRow(Base):

