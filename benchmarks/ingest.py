@@ -23,6 +23,7 @@ import csv
 import multiprocessing
 import os
 import random
+import re
 import resource
 import tempfile
 import time
@@ -30,12 +31,14 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
+from anyascii import anyascii
 from sqlalchemy import text
 
-FIRST = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas",
-         "Kim", "Liam", "Mia", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sven", "Tara"]  # fmt: skip
-LAST = ["Patel", "Okafor", "Martin", "Ramos", "Schmidt", "Rossi", "Kowalski", "Nguyen",
-        "Smith", "Garcia", "Müller", "Dubois", "Silva", "Tanaka", "Ivanova", "Brown"]  # fmt: skip
+from tasks.demo.generator import NAMES
+
+# The demo's names from every culture (about 140 first names and 130 surnames).
+FIRST = sorted({f for firsts, _ in NAMES.values() for f in firsts})
+LAST = sorted({s for _, lasts in NAMES.values() for s in lasts})
 COUNTRIES = [("United States", "+1 415 555 {:04d}"), ("UK", "020 7946 {:04d}"),
              ("Deutschland", "030 9018 {:04d}"), ("FR", "01 4268 {:04d}"),
              ("Canada", "(416) 555-{:04d}")]  # fmt: skip
@@ -53,15 +56,20 @@ def write_export(path: Path, rows: int, seed: int) -> None:
         out.writerow(HEADER)
         for i in range(rows):
             person = i if i < people else rng.randrange(people)  # the tail repeats people
-            first, last = FIRST[person % 20], LAST[(person // 20) % 16]
+            # Each company's people have names of their own (namesakes only across companies),
+            # so fuzzy matching has real candidates to compare and nobody to merge wrongly.
+            company, within = person % 5000, person // 5000
+            first = FIRST[(within + company) % len(FIRST)]
+            last = LAST[(within // len(FIRST) + company) % len(LAST)]
             country, phone_format = COUNTRIES[person % len(COUNTRIES)]
             phone = phone_format.format(person % 10_000)
-            email = f"{first}.{last}.{person}@company{person % 5000}.example"
+            local = re.sub(r"[^a-z]+", ".", anyascii(f"{first} {last}").lower()).strip(".")
+            email = f"{local}.{person}@company{company}.example"
             if i >= people and rng.random() < 0.5:
                 email = email.upper()  # the same person, typed differently
             if person % 30 == 0:
                 email, phone = "not an address", ""  # no reachable contact: rejected
-            out.writerow([email, first, last, f"Company {person % 5000} Inc.", phone, country,
+            out.writerow([email, first, last, f"Company {company} Inc.", phone, country,
                           SOURCES[person % len(SOURCES)], f"2026-0{1 + person % 9}-1{person % 10}"])  # fmt: skip
 
 

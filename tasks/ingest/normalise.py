@@ -170,6 +170,8 @@ def company_key(name: str) -> str | None:
         " ",
         text,
     )
+    # Dotted initials are one word: "S.A." is "sa", "B.V" is "bv", "L.L.C." is "llc".
+    text = re.sub(r"\b\w(?:\.\w\b)+\.?", lambda m: m.group(0).replace(".", ""), text)
     text = text.replace("&", " and ")
     words = [fold(w) or w for w in re.split(r"[\s,.()/\-]+", text) if w]
     while len(words) > 1 and words[-1] in LEGAL_SUFFIXES:

@@ -52,7 +52,8 @@ def test_a_work_address_and_a_website_name_the_same_organisation() -> None:
     work = P(1, "Lena", "Vogel", email_key="lena.vogel@firma.example")
     site = P(2, "Lena", "Vogel", website="firma.example")
     named = P(3, "Lena", "Vogel", company_key="firma")
-    assert pairs([work], [site, named]) == {frozenset((1, 2)), frozenset((1, 3))}
+    assert pairs([work], [site]) == {frozenset((1, 2))}
+    assert pairs([work], [named]) == {frozenset((1, 3))}
     # Free mail says nothing about an employer: two namesakes on gmail are two people.
     gmail = [
         P(4, "Lena", "Vogel", email_key="lv@gmail.com"),
@@ -104,7 +105,8 @@ def test_a_crowded_key_is_not_evidence() -> None:
     switchboard = "+14155550000"
     crowd = [P(i, "Sam", "Lee", phone=switchboard) for i in range(MAX_BLOCK + 1)]
     assert pairs(crowd[:1], crowd[1:]) == set()
-    assert len(pairs(crowd[:1], crowd[1:MAX_BLOCK])) == MAX_BLOCK - 1
+    # Twenty is not yet a crowd (rows of one file, all the same person to the matcher).
+    assert len(pairs(crowd[:MAX_BLOCK])) == MAX_BLOCK * (MAX_BLOCK - 1) // 2
     # A key the store says is crowded yields nothing even when only a few holders are at hand.
     assert find_matches(crowd[:1], crowd[1:3], crowded=block_keys(crowd[0])) == []
 
@@ -208,3 +210,57 @@ def test_a_crowded_block_in_the_store_is_not_followed(
     merged = session.scalar(select(Decision).where(Decision.rule == "fuzzy"))
     assert merged is not None and merged.facts["evidence"] == ["phone"]
     assert merged.lead_id == session.scalar(select(Lead.id).where(Lead.email_key == "s@s.example"))
+
+
+def test_a_slip_a_squashed_particle_and_an_address_that_spells_the_name() -> None:
+    def one(a: Person, b: Person) -> list[str]:
+        return [m.names for m in find_matches([a], [b])]
+
+    assert one(
+        P(1, "Femke", "Rbeiro", company_key="dz"), P(2, "Femke", "Ribeiro", company_key="dz")
+    ) == ["close"]
+    assert one(
+        P(1, "Thiago", "deVries", company_key="k"), P(2, "Thiago", "de Vries", company_key="k")
+    ) == ["close"]
+    # Smit and Smith are a slip apart, unless each one's own work address spells their name.
+    smit = P(1, "Susan", "Smit", company_key="hl", email_key="susan.smit@hl.example")
+    smith = P(2, "Susan", "Smith", company_key="hl", email_key="susan.smith@hl.example")
+    assert one(smit, smith) == []
+    typed = P(3, "Susan", "Smit", company_key="hl", email_key="s.smith@hl.example")
+    assert one(typed, smith) == ["close"]
+
+
+def test_a_row_that_fits_two_stored_people_equally_fits_neither() -> None:
+    megan = P(1, "Megan", "Costa", company_key="ngc")
+    maarten = P(2, "Maarten", "Costa", company_key="ngc")
+    initial = P(3, "M.", "Costa", company_key="ngc")
+    assert find_matches([initial], [megan, maarten]) == []
+    assert [m.b for m in find_matches([initial], [megan])] == [1]
+    # Two rows of one person in one file fit each other and the stored lead: no doubt there.
+    again = [
+        P(4, "Megan", "Costa", company_key="ngc", email_key="mc@gmail.com"),
+        P(5, "M.", "Costa", company_key="ngc"),
+    ]
+    assert pairs(again, [megan]) == {frozenset((4, 1)), frozenset((5, 1)), frozenset((4, 5))}
+
+
+def test_accuracy_on_generated_duplicates_with_the_hard_cases(
+    session: Session, tmp_path: Path
+) -> None:
+    """The benchmark's data at a small size, through the real import, on both stores."""
+    from benchmarks.dedupe import generate, import_and_read_back, pairwise, write_files
+
+    data = generate(2500, seed=3)
+    assert data.namesakes > 50 and data.switchboard_people > 100 and min(data.kinds.values()) > 20
+    leads = import_and_read_back(session, data, write_files(data, tmp_path))
+    scores = pairwise(data.truth, leads)
+    assert scores.precision >= 0.995 and scores.recall >= 0.97, scores
+
+
+def test_febrl3_f1() -> None:
+    from benchmarks.dedupe import febrl3
+
+    scores = febrl3()
+    # FEBRL3 replaces whole names in many of its duplicates; a number alone never merges
+    # people here (colleagues share them), so recall is what it is; precision must hold.
+    assert scores.precision >= 0.995 and scores.f1 >= 0.78, scores
