@@ -37,6 +37,7 @@ def import_leads_task(
             encoding=encoding,
             keep_outcomes=False,
             trust=config.ingest.source_trust,
+            sources=config.ingest.sources,
             columns=config.ingest.columns,
         )
         # The leads this import created or added to: their grade and score are news.

@@ -324,6 +324,15 @@ def test_conversion_by_source_and_suggested_weights(session: Session) -> None:
     assert weights == {"referral": 20, "purchased_list": round(20 * (2 / 16) / (4 / 14))}
     assert suggested_source_weights([]) == {}
     assert session.scalar(select(func.count()).select_from(Lead)) == 11
+    # The report shows them beside conversion (all leads, whatever their date).
+    from tasks.reports.summary import pipeline_summary
+
+    shown = {
+        r["source"]: r["suggested_points"]
+        for r in pipeline_summary(session)["conversion_by_source"]
+    }
+    assert shown == suggested_source_weights(source_conversion(session, None))
+    assert shown["referral"] == 20 and 0 < shown["purchased_list"] < 20
 
 
 # --- config ----------------------------------------------------------------------------------

@@ -483,6 +483,18 @@ class Ingest(Strict):
         default_factory=list,
         description="Lead sources, most trusted first: whose values win when rows merge",
     )
+    sources: dict[str, Name] = Field(
+        default_factory=dict,
+        description="Other names of a lead source -> the source (as written in your exports)",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _slugged(cls, sources: dict[str, str]) -> dict[str, str]:
+        from tasks.ingest.normalise import source_slug
+
+        # Written as exports spell them ("Referrals", "Word of mouth"); matched as slugs.
+        return {source_slug(other): source for other, source in sources.items()}
 
 
 # --- the whole directory ---------------------------------------------------------------------

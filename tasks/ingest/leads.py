@@ -95,6 +95,7 @@ def import_leads(
     parallel: bool | None = None,
     trust: Sequence[str] = (),
     columns: Mapping[str, str] | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> LeadImportResult:
     """Import lead files into the caller's transaction, streaming them batch by batch.
 
@@ -107,7 +108,9 @@ def import_leads(
     """
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding, columns) for path in paths}
-    writer = _Writer(session, run_id, as_of, paths, keep_outcomes=keep_outcomes, trust=trust)
+    writer = _Writer(
+        session, run_id, as_of, paths, keep_outcomes=keep_outcomes, trust=trust, sources=sources
+    )
     for batch in cleaned(paths, encodings, columns, parallel=parallel):
         writer.write(batch)
     session.flush()
@@ -193,8 +196,11 @@ class _Writer:
         *,
         keep_outcomes: bool,
         trust: Sequence[str] = (),
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
+        # "referrals" and "word_of_mouth" are "referral": one source for trust, score, reports.
+        self.sources = dict(sources or {})
         self.keep_outcomes = keep_outcomes
         self.trust = {source: rank for rank, source in enumerate(trust)}
         self.file_index = {str(path): index for index, path in enumerate(paths, 1)}
@@ -204,6 +210,9 @@ class _Writer:
         self.undated: set[int] = set()
 
     def write(self, batch: list[CleanRow]) -> None:
+        if self.sources:
+            for row in batch:
+                row.lead.source = self.sources.get(row.lead.source, row.lead.source)
         known = self._stored({row.key for row in batch if row.key})
         pending: dict[str, dict[str, Any]] = {}  # key -> the lead row this batch inserts
         pending_undated: set[str] = set()

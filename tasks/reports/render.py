@@ -46,12 +46,19 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("open deals, owner warned", _n(summary["open_deals_owner_warned"]))
     table.add_row("emails by status", _join(summary["emails_by_status"]))
     console.print(table)
-    sources = Table(title="Conversion by lead source")
-    for column in ("source", "leads", "won", "conversion"):
+    sources = Table(
+        title="Conversion by lead source",
+        caption="suggested points: what conversion so far says each source is worth in "
+        "grading.yaml's score (the best source 20); copy them there when you agree",
+    )
+    for column in ("source", "leads", "won", "conversion", "suggested points"):
         sources.add_column(column, justify="left" if column == "source" else "right")
     for row in summary["conversion_by_source"]:
         rate = row["won"] / row["leads"] if row["leads"] else None
-        sources.add_row(row["source"], _n(row["leads"]), _n(row["won"]), _n(rate))
+        sources.add_row(
+            row["source"], _n(row["leads"]), _n(row["won"]), _n(rate),
+            _n(row.get("suggested_points")),
+        )  # fmt: skip
     console.print(sources)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
+from tasks.grading import source_conversion, suggested_source_weights
 from tasks.store.models import (
     ClosedBy,
     Decision,
@@ -127,6 +128,10 @@ def pipeline_summary(session: Session) -> dict[str, Any]:
             .order_by(Lead.source)
         ).all()
     ]
+    # Points per source that conversion so far would suggest (grading.yaml decides; see there).
+    suggested = suggested_source_weights(source_conversion(session, None))
+    for row in by_source:
+        row["suggested_points"] = suggested.get(row["source"])
     decisions = _counts(q(select(Decision.action, func.count()).group_by(Decision.action)).all())
     runs = q(select(func.count()).select_from(Run).where(Run.kind == RunKind.DAILY)).scalar_one()
     return {

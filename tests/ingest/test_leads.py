@@ -136,3 +136,18 @@ def test_the_config_maps_further_headers(
         "firm.example",
         "Kim",
     )
+
+
+def test_other_names_of_a_source_are_the_source(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    from tasks.config.models import Ingest
+
+    sources = Ingest.model_validate(
+        {"sources": {"Referrals": "referral", "Word of Mouth": "referral"}}
+    ).sources
+    file = write(tmp_path / "s.csv", "Email,Lead Source\na@x.example,Referrals\nb@x.example,word-of-mouth\n"
+                 "c@x.example,Webinar\n")  # fmt: skip
+    import_leads(session, [file], run_id=run_id, as_of=AS_OF, sources=sources)
+    got = dict(session.execute(select(Lead.email_key, Lead.source)).tuples().all())
+    assert got == {"a@x.example": "referral", "b@x.example": "referral", "c@x.example": "webinar"}
