@@ -39,6 +39,7 @@ from tasks.store.upsert import (
     among,
     append_rows,
     fit,
+    id_slices,
     insert_ignore,
     insert_ignore_returning,
     table,
@@ -336,11 +337,27 @@ class _Writer:
         ).tuples():
             holders[key].add(lead_id)
         crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
-        candidates = {
-            lead for key, leads in holders.items() if key not in crowded for lead in leads
-        }
-        stored = {s.id: s for s in self._survivors(candidates).values()}
-        known = [_person(lead_id, s.values) for lead_id, s in stored.items()]
+        # The keys each candidate shares with this batch: its blocks, without making them again.
+        held_by: dict[int, list[int]] = defaultdict(list)
+        for key, leads in holders.items():
+            if key not in crowded:
+                for lead in leads:
+                    held_by[lead].append(key)
+        # Only what matching reads; the values a merge fills are read for the winners only.
+        known = [
+            Person(*row)
+            for ids in id_slices(self.session, sorted(held_by))
+            for row in self.session.execute(
+                select(Lead.id, Lead.first_name, Lead.last_name, Lead.company_key,
+                       Lead.website, Lead.email_key, Lead.phone)
+                .where(among(self.session, Lead.id, ids), Lead.merged_into_id.is_(None))
+            ).tuples()
+        ]  # fmt: skip
+        shares: dict[object, Iterable[int]] = {}
+        for lead, keys in held_by.items():
+            shares[lead] = keys
+        for pending_key, keys in blocks.items():
+            shares[pending_key] = keys
         parent: dict[object, tuple[object, Match]] = {}
 
         def root(ref: object) -> object:
@@ -365,15 +382,17 @@ class _Writer:
             for key, row in pending.items()
             if any(k in held or shared[k] > 1 for k in blocks[key])
         ]
-        for match in find_matches(people, known, crowded=crowded):
+        for match in find_matches(people, known, crowded=crowded, keys=shares):
             a, b = root(match.a), root(match.b)
             if a == b or (isinstance(a, int) and isinstance(b, int)):
                 continue
             survivor, absorbed = (a, b) if earlier(a, b) else (b, a)
             parent[absorbed] = (survivor, match)
+        finals = {ref: root(ref) for ref in parent}
+        stored = self._survivors({f for f in finals.values() if isinstance(f, int)})
         found: dict[str, tuple[_Stored | str, Match]] = {}
         for ref, (_, match) in parent.items():
-            final = root(ref)
+            final = finals[ref]
             found[str(ref)] = (stored[final] if isinstance(final, int) else str(final), match)
         return found
 

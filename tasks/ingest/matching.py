@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -96,6 +96,7 @@ def find_matches(
     *,
     crowded: Iterable[int] = (),
     max_block: int = MAX_BLOCK,
+    keys: Mapping[object, Iterable[int]] | None = None,
 ) -> list[Match]:
     """Pairs that are the same person, each involving at least one ``incoming`` person; best
     first.
@@ -103,7 +104,8 @@ def find_matches(
     ``known`` are people already in the store: compared with the incoming, never with each
     other (they were compared when they came in). ``crowded`` are block keys (hashed) that
     hold more than ``max_block`` people in the store, of whom ``known`` holds only some: they
-    yield no pairs either.
+    yield no pairs either. ``keys`` may give a person's block keys by ref, already made (the
+    store keeps them): they are not made again.
     """
     new = [f for f in map(_fold, incoming) if f is not None]
     old = [f for f in map(_fold, known) if f is not None]
@@ -111,8 +113,9 @@ def find_matches(
     skip = set(crowded)
     blocks: dict[int, list[_Folded]] = defaultdict(list)
     for folded in (*new, *old):
-        for key in _block_keys(folded):
-            hashed = _hashed(key)
+        given = keys.get(folded.person.ref) if keys is not None else None
+        hashed_keys = given if given is not None else map(_hashed, _block_keys(folded))
+        for hashed in hashed_keys:
             if hashed not in skip:
                 blocks[hashed].append(folded)
     seen: set[tuple[int, int]] = set()
@@ -201,7 +204,7 @@ def fold_name(text: str | None) -> str:
 def _names_agree(a: _Folded, b: _Folded) -> tuple[float, str] | None:
     # Smith and Smit are a typo apart, unless each one's own address spells their name: then
     # they are two people (a rep mistypes a name; an address works or bounces).
-    confirmed = _spelled_by_address(a) and _spelled_by_address(b)
+    confirmed = _Lazy(lambda: _spelled_by_address(a) and _spelled_by_address(b))
     straight = _pair_score(a.first, a.last, b.first, b.last, confirmed)
     swapped = _pair_score(a.first, a.last, b.last, b.first)
     best = None
@@ -213,10 +216,10 @@ def _names_agree(a: _Folded, b: _Folded) -> tuple[float, str] | None:
 
 
 def _pair_score(
-    first_a: str, last_a: str, first_b: str, last_b: str, confirmed: bool = False
+    first_a: str, last_a: str, first_b: str, last_b: str, confirmed: _Lazy | None = None
 ) -> tuple[float, str] | None:
     surname = _surname_similarity(last_a, last_b)
-    if surname < SURNAME_CLOSE or (confirmed and surname < 1.0):
+    if surname < SURNAME_CLOSE or (surname < 1.0 and confirmed is not None and confirmed()):
         return None
     given = _first_name_agreement(first_a, first_b)
     if given is None:
@@ -269,6 +272,19 @@ def _first_name_agreement(a: str, b: str) -> tuple[float, str] | None:
         return None
     similarity = float(JaroWinkler.similarity(head_a, head_b))
     return (similarity, "close") if similarity >= FIRST_CLOSE else None
+
+
+class _Lazy:
+    """A yes/no worked out once, and only if asked (most pairs never get that far)."""
+
+    def __init__(self, work: Callable[[], bool]) -> None:
+        self._work: Callable[[], bool] | None = work
+        self._value = False
+
+    def __call__(self) -> bool:
+        if self._work is not None:
+            self._value, self._work = self._work(), None
+        return self._value
 
 
 def _spelled_by_address(folded: _Folded) -> bool:
