@@ -354,10 +354,10 @@ class _Writer:
             ).tuples()
         ]  # fmt: skip
         shares: dict[object, Iterable[int]] = {}
-        for lead, keys in held_by.items():
-            shares[lead] = keys
-        for pending_key, keys in blocks.items():
-            shares[pending_key] = keys
+        for lead, held_keys in held_by.items():
+            shares[lead] = held_keys
+        for pending_key, own_keys in blocks.items():
+            shares[pending_key] = own_keys
         parent: dict[object, tuple[object, Match]] = {}
 
         def root(ref: object) -> object:
@@ -374,8 +374,8 @@ class _Writer:
         # Only the new people who share a block with someone are worth comparing.
         held = set(holders)
         shared: dict[int, int] = defaultdict(int)
-        for keys in blocks.values():
-            for k in keys:
+        for own_keys in blocks.values():
+            for k in own_keys:
                 shared[k] += 1
         people = [
             _person(key, row)
