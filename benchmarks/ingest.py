@@ -60,7 +60,7 @@ def write_export(path: Path, rows: int, seed: int) -> None:
             # so fuzzy matching has real candidates to compare and nobody to merge wrongly.
             company, within = person % 5000, person // 5000
             first = FIRST[(within + company) % len(FIRST)]
-            last = LAST[(within // len(FIRST) + company) % len(LAST)]
+            last = LAST[(within * 7 + company) % len(LAST)]
             country, phone_format = COUNTRIES[person % len(COUNTRIES)]
             phone = phone_format.format(person % 10_000)
             local = re.sub(r"[^a-z]+", ".", anyascii(f"{first} {last}").lower()).strip(".")

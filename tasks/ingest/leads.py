@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, record_decisions
 from tasks.ingest.cleaning import CleanRow, cleaned, identity
-from tasks.ingest.matching import MAX_BLOCK, Match, Person, block_keys, find_matches
+from tasks.ingest.matching import (
+    MAX_BLOCK,
+    Match,
+    Person,
+    block_keys,
+    census_key,
+    find_matches,
+)
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.reader import read_records, resolve_encoding
 from tasks.ingest.rows import jsonable, update_by_id
@@ -337,10 +344,12 @@ class _Writer:
         ).tuples():
             holders[key].add(lead_id)
         crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
+        # Everyone on a number is counted (crowding), never a candidate for that alone.
+        census = {census_key(row["phone"]) for row in pending.values() if row.get("phone")}
         # The keys each candidate shares with this batch: its blocks, without making them again.
         held_by: dict[int, list[int]] = defaultdict(list)
         for key, leads in holders.items():
-            if key not in crowded:
+            if key not in crowded and key not in census:
                 for lead in leads:
                     held_by[lead].append(key)
         # Only what matching reads; the values a merge fills are read for the winners only.

@@ -87,7 +87,12 @@ def block_keys(person: Person) -> set[int]:
     """The person's block keys as signed 64-bit hashes (what the store keeps); none without
     both names."""
     folded = _fold(person)
-    return set() if folded is None else {_hashed(k) for k in _block_keys(folded)}
+    if folded is None:
+        return set()
+    keys = {_hashed(k) for k in _block_keys(folded)}
+    if person.phone:
+        keys.add(census_key(person.phone))
+    return keys
 
 
 def find_matches(
@@ -111,12 +116,21 @@ def find_matches(
     old = [f for f in map(_fold, known) if f is not None]
     fresh = {id(f) for f in new}
     skip = set(crowded)
+    # Everyone on each number here, and numbers the store already finds crowded.
+    on_number: dict[str, int] = defaultdict(int)
+    for folded in (*new, *old):
+        if folded.person.phone:
+            on_number[folded.person.phone] += 1
+    crowded_numbers = {
+        phone for phone, n in on_number.items() if n > max_block or census_key(phone) in skip
+    }
+    census = {census_key(phone) for phone in on_number}
     blocks: dict[int, list[_Folded]] = defaultdict(list)
     for folded in (*new, *old):
         given = keys.get(folded.person.ref) if keys is not None else None
         hashed_keys = given if given is not None else map(_hashed, _block_keys(folded))
         for hashed in hashed_keys:
-            if hashed not in skip:
+            if hashed not in skip and hashed not in census:
                 blocks[hashed].append(folded)
     seen: set[tuple[int, int]] = set()
     matches: list[Match] = []
@@ -133,7 +147,8 @@ def find_matches(
                 if pair in seen:
                     continue
                 seen.add(pair)
-                match = compare(a, b, phone_block_ok=_phone_block_ok(blocks, a, b, max_block))
+                phone_ok = a.person.phone is not None and a.person.phone not in crowded_numbers
+                match = compare(a, b, phone_block_ok=phone_ok)
                 if match is not None:
                     matches.append(match)
     matches.sort(key=lambda m: -m.score)
@@ -330,16 +345,6 @@ def _shared_evidence(a: _Folded, b: _Folded, phone_block_ok: bool) -> tuple[str,
     return tuple(evidence)
 
 
-def _phone_block_ok(
-    blocks: dict[int, list[_Folded]], a: _Folded, b: _Folded, max_block: int
-) -> bool:
-    if not a.person.phone or a.person.phone != b.person.phone:
-        return False
-    # A crowded number (a switchboard) was left out of ``blocks``: not evidence.
-    members = blocks.get(_hashed(("phone", a.person.phone)))
-    return members is not None and len(members) <= max_block
-
-
 def email_domain(email_key: str | None) -> str | None:
     """The domain of a work address; None for free mail (gmail.com says nothing of an employer)."""
     if not email_key or "@" not in email_key:
@@ -377,8 +382,17 @@ def _block_keys(folded: _Folded) -> Iterator[tuple[str, ...]]:
     for kind, value in places:
         for code in codes:
             yield (kind, value, code)
+    # A shared number is a block only together with a name that sounds alike: a switchboard's
+    # hundred colleagues are never compared with one another.
     if folded.person.phone:
-        yield ("phone", folded.person.phone)
+        for code in codes:
+            yield ("phone", folded.person.phone, code)
+
+
+def census_key(phone: str) -> int:
+    """The key that counts everyone on a number (stored, never a block): more than
+    ``MAX_BLOCK`` people on one number and it is no evidence that two of them are one."""
+    return _hashed(("phone", phone))
 
 
 def _hashed(key: tuple[str, ...]) -> int:
