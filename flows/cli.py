@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -22,11 +23,13 @@ config_app = typer.Typer(help="Marketing's config under config/.", no_args_is_he
 import_app = typer.Typer(help="Import leads and CRM exports (CSV or JSONL).", no_args_is_help=True)
 run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
 rules_app = typer.Typer(help="Marketing's disqualification rules.", no_args_is_help=True)
+events_app = typer.Typer(help="SendGrid webhook events.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(import_app, name="import")
 app.add_typer(run_app, name="run")
 app.add_typer(rules_app, name="rules")
+app.add_typer(events_app, name="events")
 
 out = Console()
 err = Console(stderr=True)
@@ -274,6 +277,50 @@ def explain(lead_id: int) -> None:
 class ReportFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Receive SendGrid's Event Webhook and Inbound Parse, and one-click unsubscribes.
+
+    Set NURTURE_SENDGRID_WEBHOOK_KEY (the Event Webhook's verification key), NURTURE_INBOUND_SECRET
+    (the secret in the Inbound Parse URL) and NURTURE_SECRET (what signs unsubscribe and reply
+    tokens; the same as the sending flows use).
+    """
+    import uvicorn
+
+    from tasks.email.webapp import create_app
+    from tasks.store.schema import ensure_schema
+
+    _guarded(ensure_schema)
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@events_app.command("load")
+def events_load(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+) -> None:
+    """Apply saved webhook payloads: a JSON array of events, or one JSON array or event per line.
+
+    The file is trusted (no signature); events already stored are skipped, so loading a file
+    twice changes nothing.
+    """
+    from tasks.email.events import apply_events, load_event_file
+    from tasks.store.db import session_scope
+    from tasks.store.schema import ensure_schema
+
+    _guarded(ensure_schema)
+    events = _guarded(load_event_file, file)
+    with session_scope() as session:
+        summary = apply_events(session, events, now=dt.datetime.now(dt.UTC))
+    out.print(
+        f"{summary.received} events: {summary.stored} new, {summary.duplicates} already stored, "
+        f"{summary.unmatched} for no email of ours; {summary.reconciled} emails reconciled as "
+        f"sent, {summary.suppressed} addresses suppressed"
+    )
 
 
 @app.command("report")

@@ -8,9 +8,6 @@ without an address gets no row (the decision that wanted the email is recorded e
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +17,10 @@ from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
 from tasks.config.models import Sending
+from tasks.email.tokens import email_token
 from tasks.store.models import EmailStatus, Lead, OutboxEmail, Owner, Suppression
 from tasks.store.upsert import insert_ignore
 
-# Only for development and tests: production sets NURTURE_SECRET, or links become guessable.
-DEV_SECRET = "nurture-development-secret"
 # Leads loaded per query: well under SQLite's bound-parameter limit.
 BATCH = 1000
 
@@ -40,12 +36,6 @@ class QueuedEmail:
     enrolment_id: int | None = None
     step: int | None = None
     decision_id: int | None = None
-
-
-def email_token(dedupe_key: str) -> str:
-    """An unguessable per-email token, derived from the key rather than stored."""
-    secret = os.environ.get("NURTURE_SECRET", DEV_SECRET).encode()
-    return hmac.new(secret, dedupe_key.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def unsubscribe_url(sending: Sending, dedupe_key: str) -> str:

@@ -30,6 +30,7 @@ from tasks.config.loader import NurtureConfig, load_config
 from tasks.config.models import Sending
 from tasks.email.outbox import unsubscribe_url
 from tasks.email.senders import EmailSender, OutgoingMessage, SendResult
+from tasks.email.tokens import reply_address
 from tasks.store.models import EmailStatus, Lead, LeadAlias, OutboxEmail, Suppression
 from tasks.store.upsert import rowcount
 
@@ -340,7 +341,7 @@ def _message(email: Claimed, sending: Sending) -> OutgoingMessage:
         to_email=email.to_email,
         from_email=sending.from_email,
         from_name=sending.from_name,
-        reply_to=sending.reply_to,
+        reply_to=reply_address(sending.reply_to, email.dedupe_key),
         subject=email.subject,
         text=email.body_text,
         html=email.body_html,

@@ -9,7 +9,8 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
-from tasks.email.outbox import QueuedEmail, email_token, enqueue_emails
+from tasks.email.outbox import QueuedEmail, enqueue_emails
+from tasks.email.tokens import email_token, read_email_token
 from tasks.store.models import (
     EmailStatus,
     OutboxEmail,
@@ -106,9 +107,10 @@ def test_unsubscribe_links_are_per_email_and_unguessable(
         session, config, [_email(lead.id, "a"), _email(lead.id, "b")], run_id=None, as_of=T0
     )
     rows = session.scalars(select(OutboxEmail).order_by(OutboxEmail.dedupe_key)).all()
-    tokens = [re.search(r"/unsubscribe/(\w+)", r.body_text).group(1) for r in rows]  # type: ignore[union-attr]
+    tokens = [re.search(r"/unsubscribe/([\w.]+)", r.body_text).group(1) for r in rows]  # type: ignore[union-attr]
     assert tokens == [email_token("a"), email_token("b")] and tokens[0] != tokens[1]
-    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in tokens)  # 128 bits
+    assert all(re.fullmatch(r"[a-z2-7]+\.[0-9a-f]{32}", t) for t in tokens)  # 128-bit MAC
+    assert [read_email_token(t) for t in tokens] == ["a", "b"]
     monkeypatch.setenv("NURTURE_SECRET", "production secret")
     assert email_token("a") != tokens[0]  # keyed: unknown without the secret
 

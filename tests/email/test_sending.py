@@ -12,9 +12,9 @@ from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
-from tasks.email.outbox import email_token
 from tasks.email.senders import OutboxOnlySender, OutgoingMessage, SendGridSender, SendResult
 from tasks.email.sending import MAX_ATTEMPTS, SendSummary, send_due_emails
+from tasks.email.tokens import email_token, reply_address
 from tasks.store.models import EmailStatus, Lead, OutboxEmail, Suppression, SuppressionReason
 from tests.email.support import T0, QueueEmails
 from tests.fake_sendgrid import FakeSendGrid
@@ -96,7 +96,11 @@ def test_sendgrid_sends_each_email_once(
     }
     assert body["subject"] == outbox[0].subject
     assert body["personalizations"] == [{"to": [{"email": outbox[0].to_email}]}]
-    assert body["reply_to"] == {"email": config.sending.reply_to}
+    # Each email's reply-to names it: a reply is threaded by its token (see test_inbound.py).
+    assert body["reply_to"] == {
+        "email": reply_address(config.sending.reply_to, outbox[0].dedupe_key)
+    }
+    assert body["reply_to"]["email"].startswith("replies+")
 
 
 def test_suppressed_after_enqueue_is_never_sent(

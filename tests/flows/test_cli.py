@@ -124,3 +124,20 @@ def test_rules_preview_writes_nothing_and_explain_shows_why(engine: Engine) -> N
         "disqualify  rule five_unanswered_emails, reason unresponsive, facts unanswered_emails=5"
         in output
     )
+
+
+def test_events_load_applies_saved_payloads_once_and_names_a_bad_line(
+    engine: Engine, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.jsonl"
+    rows = [{"sg_event_id": f"e{i}", "event": kind, "email": f"p{i}@x.example", "timestamp": 1_790_000_000}
+            for i, kind in enumerate(["unsubscribe", "open", "spamreport"])]  # fmt: skip
+    events.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code, output = invoke("events", "load", str(events))
+    assert code == 0, output
+    assert "3 events: 3 new" in output and "2 addresses suppressed" in output
+    code, output = invoke("events", "load", str(events))
+    assert code == 0 and "0 new, 3 already stored" in output
+    events.write_text(json.dumps(rows[0]) + "\n" + '{"event": "open"}\n')
+    code, output = invoke("events", "load", str(events))
+    assert code != 0 and "events.jsonl:2" in output and "sg_event_id" in output
