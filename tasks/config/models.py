@@ -266,6 +266,38 @@ class Cadences(Strict):
 # --- sending.yaml ----------------------------------------------------------------------------
 
 
+WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+
+
+class BusinessHours(Strict):
+    """When email may reach a recipient, in their own time zone."""
+
+    start: dt.time = dt.time(0, 0)
+    end: dt.time = dt.time(23, 59, 59)
+    days: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6, 7],
+        description="Days of the week: mon ... sun",
+        min_length=1,
+    )
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _day_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            names = [str(v).strip().lower()[:3] for v in value]
+            unknown = [v for v, n in zip(value, names, strict=True) if n not in WEEKDAYS]
+            if unknown:
+                raise ValueError(f"unknown day(s) {unknown}: use mon, tue, wed, thu, fri, sat, sun")
+            return sorted({WEEKDAYS[n] for n in names})
+        return value
+
+    @model_validator(mode="after")
+    def _opens_before_it_closes(self) -> BusinessHours:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
 class Sending(Strict):
     from_email: str
     from_name: str
@@ -273,6 +305,24 @@ class Sending(Strict):
     postal_address: str = Field(min_length=5)
     unsubscribe_url: str
     send_hour_utc: int = Field(14, ge=0, le=23, description="Hour of day cadence emails are due")
+    business_hours: BusinessHours = Field(default_factory=BusinessHours)
+    default_timezone: str = Field(
+        "UTC", description="A recipient's time zone when neither phone nor country tells"
+    )
+    max_per_second: float | None = Field(
+        default=None, gt=0, description="Most emails handed to SendGrid per second; none: no cap"
+    )
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name: Europe/Berlin)") from None
+        return value
 
 
 # --- owners.yaml -----------------------------------------------------------------------------

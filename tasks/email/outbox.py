@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
 from tasks.config.models import Sending
+from tasks.email.timing import recipient_zone, within_hours
 from tasks.email.tokens import email_token
 from tasks.store.models import EmailStatus, Lead, OutboxEmail, Owner, Suppression
 from tasks.store.upsert import insert_ignore
@@ -80,6 +81,8 @@ def _recipients(session: Session, lead_ids: set[int]) -> dict[int, Row[Any]]:
             Lead.first_name,
             Lead.last_name,
             Lead.company,
+            Lead.phone,
+            Lead.country,
             Owner.name.label("owner_name"),
             Owner.email.label("owner_email"),
             Suppression.id.label("suppression_id"),
@@ -132,7 +135,12 @@ def _row(
         "body_text": rendered.text,
         "body_html": rendered.html,
         "status": EmailStatus.SUPPRESSED if suppressed else EmailStatus.QUEUED,
-        "due_at": email.due_at,
+        # Moved, if need be, into the recipient's business hours in their own time zone.
+        "due_at": within_hours(
+            email.due_at,
+            recipient_zone(person.phone, person.country, sending.default_timezone),
+            sending.business_hours,
+        ),
         "created_at": as_of,
         "attempts": 0,
         "run_id": run_id,

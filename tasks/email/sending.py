@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasks.config.loader import NurtureConfig, load_config
 from tasks.config.models import Sending
 from tasks.email.outbox import unsubscribe_url
+from tasks.email.pacing import RateLimiter
 from tasks.email.senders import EmailSender, OutgoingMessage, SendResult
 from tasks.email.tokens import reply_address
 from tasks.store.models import EmailStatus, Lead, LeadAlias, OutboxEmail, Suppression
@@ -92,6 +94,8 @@ def send_due_emails(
     batch_size: int = 500,
     dry_run: bool = False,
     lease: dt.timedelta = CLAIM_LEASE,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SendSummary:
     """Hand every email due at ``as_of`` to ``sender`` at most once; see the module docstring."""
     factory = sessionmaker(engine, expire_on_commit=False)
@@ -106,6 +110,8 @@ def send_due_emails(
             pass
         return summary
     sending = (config or load_config()).sending
+    # One bucket for the whole run, across batches: the cap is per second, not per batch.
+    limiter = RateLimiter(sending.max_per_second, clock=clock, sleep=sleep)
     after: tuple[dt.datetime, int] | None = None
     while summary.stopped is None:
         token = secrets.token_hex(16)
@@ -114,7 +120,7 @@ def send_due_emails(
             break
         # Walk forward: a row requeued by this run is not claimed again until the next run.
         after = (batch[-1].due_at, batch[-1].id)
-        _deliver(factory, sender, sending, batch, as_of, summary, token)
+        _deliver(factory, sender, sending, batch, as_of, summary, token, limiter)
     return summary
 
 
@@ -296,12 +302,14 @@ def _deliver(
     as_of: dt.datetime,
     summary: SendSummary,
     token: str,
+    limiter: RateLimiter,
 ) -> None:
     pending = list(batch)
     failures_in_a_row = 0
     try:
         while pending and summary.stopped is None:
             email = pending.pop(0)
+            limiter.wait()  # before the hand-over: a paused email is still only claimed
             if not _hand_over(factory, email, token):
                 continue  # our claim was taken back (we were too slow): someone else has it
             # If send() raises, this row stays ``sending``: whether it left is unknown.
