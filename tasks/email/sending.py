@@ -306,26 +306,46 @@ def _deliver(
 ) -> None:
     pending = list(batch)
     failures_in_a_row = 0
+    # The last email's result, written in the same commit as the next hand-over: one commit per
+    # email instead of two. Still at most one email in doubt at any moment: the one just sent.
+    unrecorded: tuple[Claimed, SendResult] | None = None
     try:
         while pending and summary.stopped is None:
             email = pending.pop(0)
             limiter.wait()  # before the hand-over: a paused email is still only claimed
-            if not _hand_over(factory, email, token):
+            handed = _hand_over(factory, email, token, unrecorded, as_of, summary)
+            unrecorded = None
+            if not handed:
                 continue  # our claim was taken back (we were too slow): someone else has it
             # If send() raises, this row stays ``sending``: whether it left is unknown.
             result = sender.send(_message(email, sending))
-            _record(factory, email, result, as_of, summary)
+            unrecorded = (email, result)
             unanswered = result.retryable or result.maybe_sent
             failures_in_a_row = failures_in_a_row + 1 if unanswered else 0
+            if unanswered or result.retry_after is not None:
+                _record(factory, email, result, as_of, summary)  # before any pause or stop
+                unrecorded = None
             summary.stopped = _pace(result, failures_in_a_row)
     finally:
+        if unrecorded is not None:
+            _record(factory, *unrecorded, as_of, summary)
         # Claimed but never handed to the sender: safe to put back, and not an attempt.
         _release(factory, [email.id for email in pending], summary, token)
 
 
-def _hand_over(factory: sessionmaker[Session], email: Claimed, token: str) -> bool:
-    """``claimed`` -> ``sending`` (attempts + 1), committed, if our claim still stands."""
+def _hand_over(
+    factory: sessionmaker[Session],
+    email: Claimed,
+    token: str,
+    previous: tuple[Claimed, SendResult] | None = None,
+    as_of: dt.datetime | None = None,
+    summary: SendSummary | None = None,
+) -> bool:
+    """``claimed`` -> ``sending`` (attempts + 1), committed, if our claim still stands; the
+    previous email's result is written in the same transaction."""
     with factory() as session, session.begin():
+        if previous is not None and as_of is not None and summary is not None:
+            _write_result(session, *previous, as_of, summary)
         result = session.execute(
             update(OutboxEmail)
             .where(
@@ -382,16 +402,22 @@ def _record(
     as_of: dt.datetime,
     summary: SendSummary,
 ) -> None:
+    with factory() as session, session.begin():
+        _write_result(session, email, result, as_of, summary)
+
+
+def _write_result(
+    session: Session, email: Claimed, result: SendResult, as_of: dt.datetime, summary: SendSummary
+) -> None:
     values = outcome(result, email.attempts)
     if result.ok:
         values["sent_at"] = as_of
-    with factory() as session, session.begin():
-        session.execute(
-            update(OutboxEmail)
-            .where(OutboxEmail.id == email.id, OutboxEmail.status == EmailStatus.SENDING)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == email.id, OutboxEmail.status == EmailStatus.SENDING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
     if values["status"] is EmailStatus.SENDING:
         summary.needs_reconcile += 1
     else:
