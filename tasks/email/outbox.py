@@ -120,7 +120,8 @@ def _row(
         "unsubscribe_url": unsubscribe_url(sending, email.dedupe_key),
         **email.context,
     }
-    rendered = config.templates[email.template].render(context)
+    template = config.templates[email.template]
+    rendered = template.render(context)
     suppressed = person.suppression_id is not None
     return {
         "dedupe_key": email.dedupe_key,
@@ -134,6 +135,11 @@ def _row(
         "subject": rendered.subject,
         "body_text": rendered.text,
         "body_html": rendered.html,
+        "template_id": template.sendgrid_template,
+        # SendGrid renders these itself (Handlebars escapes them): plain JSON data, frozen now.
+        "template_data": _template_data(context, rendered.subject)
+        if template.sendgrid_template
+        else None,
         "status": EmailStatus.SUPPRESSED if suppressed else EmailStatus.QUEUED,
         # Moved, if need be, into the recipient's business hours in their own time zone.
         "due_at": within_hours(
@@ -144,4 +150,13 @@ def _row(
         "created_at": as_of,
         "attempts": 0,
         "run_id": run_id,
+    }
+
+
+def _template_data(context: dict[str, Any], subject: str) -> dict[str, Any]:
+    sender = context["sender"]
+    return {
+        **{k: v for k, v in context.items() if k != "sender"},
+        "sender": {"from_name": sender.from_name, "postal_address": sender.postal_address},
+        "subject": subject,
     }

@@ -33,6 +33,8 @@ class OutgoingMessage:
     text: str
     html: str
     unsubscribe_url: str
+    template_id: str | None = None  # a SendGrid dynamic template, rendered by SendGrid
+    template_data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,11 @@ def sendgrid_payload(message: OutgoingMessage) -> dict[str, Any]:
     }
     if message.reply_to:
         body["reply_to"] = {"email": message.reply_to}
+    if message.template_id:
+        # The dynamic template brings its own subject and content.
+        del body["subject"], body["content"]
+        body["template_id"] = message.template_id
+        body["personalizations"][0]["dynamic_template_data"] = message.template_data or {}
     return body
 
 

@@ -18,6 +18,7 @@ claim was taken back finds its token gone at hand-over and sends nothing.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -44,6 +45,9 @@ MAX_RATE_LIMIT_PAUSE = 30.0
 # Retryable failures in a row before the run stops: the API is down, so the rest would only
 # burn attempts (and, when it hangs, a full timeout each).
 MAX_FAILURES_IN_A_ROW = 3
+# Backoff after a 5xx or a timeout, before the next email: BASE, 2 x BASE, ... up to CAP.
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 8.0
 # Answers that concern the account (bad key, unverified sender), not the email: every other
 # email would get the same, so the run stops and the email keeps its attempt.
 ACCOUNT_ERRORS = (401, 403)
@@ -82,6 +86,8 @@ class Claimed:
     body_html: str
     due_at: dt.datetime
     attempts: int
+    template_id: str | None = None
+    template_data: dict[str, Any] | None = None
 
 
 def send_due_emails(
@@ -120,7 +126,7 @@ def send_due_emails(
             break
         # Walk forward: a row requeued by this run is not claimed again until the next run.
         after = (batch[-1].due_at, batch[-1].id)
-        _deliver(factory, sender, sending, batch, as_of, summary, token, limiter)
+        _deliver(factory, sender, sending, batch, as_of, summary, token, limiter, sleep)
     return summary
 
 
@@ -242,6 +248,8 @@ def _claim(
                 OutboxEmail.body_html,
                 OutboxEmail.due_at,
                 OutboxEmail.attempts,
+                OutboxEmail.template_id,
+                OutboxEmail.template_data,
             )
             .execution_options(synchronize_session=False)
         )
@@ -303,6 +311,7 @@ def _deliver(
     summary: SendSummary,
     token: str,
     limiter: RateLimiter,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     pending = list(batch)
     failures_in_a_row = 0
@@ -325,7 +334,7 @@ def _deliver(
             if unanswered or result.retry_after is not None:
                 _record(factory, email, result, as_of, summary)  # before any pause or stop
                 unrecorded = None
-            summary.stopped = _pace(result, failures_in_a_row)
+            summary.stopped = _pace(result, failures_in_a_row, sleep)
     finally:
         if unrecorded is not None:
             _record(factory, *unrecorded, as_of, summary)
@@ -374,6 +383,8 @@ def _message(email: Claimed, sending: Sending) -> OutgoingMessage:
         text=email.body_text,
         html=email.body_html,
         unsubscribe_url=unsubscribe_url(sending, email.dedupe_key),
+        template_id=email.template_id,
+        template_data=email.template_data,
     )
 
 
@@ -425,8 +436,10 @@ def _write_result(
         setattr(summary, status, getattr(summary, status) + 1)
 
 
-def _pace(result: SendResult, failures_in_a_row: int) -> str | None:
-    """Wait out a short rate limit; say why the run must stop, if it must."""
+def _pace(
+    result: SendResult, failures_in_a_row: int, sleep: Callable[[float], None] = time.sleep
+) -> str | None:
+    """Wait out a short rate limit, back off after a failure; say why the run must stop."""
     if result.status in ACCOUNT_ERRORS:
         return f"SendGrid refused the account: {result.error}"
     if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
@@ -434,8 +447,17 @@ def _pace(result: SendResult, failures_in_a_row: int) -> str | None:
     if result.retry_after is not None:
         if result.retry_after > MAX_RATE_LIMIT_PAUSE:
             return f"rate limited for {result.retry_after:.0f} s"
-        time.sleep(result.retry_after)
+        sleep(result.retry_after)
+    elif failures_in_a_row:
+        sleep(backoff(failures_in_a_row))
     return None
+
+
+def backoff(failures_in_a_row: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after a 5xx or a timeout: doubling, capped, jittered (0.5x-1.5x) so that
+    several workers hit by one outage do not all come back at the same instant."""
+    base = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures_in_a_row - 1))
+    return base * (0.5 + (rng or random).random())
 
 
 def _release(

@@ -1,8 +1,13 @@
 """Email templates marketing writes: ``config/templates/NAME.txt``, a subject header and a body.
 
     subject: We'll stop here, {{ lead.first_name }}
+    sendgrid_template: d-2c214ac919e84170b21855cc129b4a5f    (optional)
     ---
     Hi {{ lead.first_name }}, ...
+
+With ``sendgrid_template`` the email is sent as that SendGrid dynamic template, with the same
+variables as ``dynamic_template_data`` (``lead``, ``owner``, ``sender``, ``unsubscribe_url``,
+...); the body here is still rendered, for the outbox and for previews.
 
 Rendered with Jinja2's sandbox. Lead fields are passed as data, never spliced into template
 source, so markup or ``{{ }}`` in a lead's name stays inert; the HTML part is autoescaped.
@@ -10,6 +15,7 @@ source, so markup or ``{{ }}`` in a lead's name stays inert; the HTML part is au
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ class Template:
     subject: JinjaTemplate
     text: JinjaTemplate
     html: JinjaTemplate
+    sendgrid_template: str | None = None
 
     def render(self, context: dict[str, Any]) -> Rendered:
         subject = " ".join(self.subject.render(context).split())
@@ -67,7 +74,27 @@ def parse_template(path: Path) -> Template:
         raise TemplateError(
             [(str(path), 1, "expected 'subject: ...' then a line '---' then the body")]
         )
-    subject_source = head.split(":", 1)[1].strip()
+    first, *others = head.split("\n")
+    subject_source = first.split(":", 1)[1].strip()
+    sendgrid_template = None
+    for number, line in enumerate(others, 2):
+        name, colon, value = line.partition(":")
+        if name.strip().lower() == "sendgrid_template" and colon:
+            sendgrid_template = value.strip()
+            if not re.fullmatch(r"d-[0-9a-f]{32}", sendgrid_template):
+                raise TemplateError(
+                    [(str(path), number, "sendgrid_template: expected d- and 32 hex digits")]
+                )
+        elif line.strip():
+            raise TemplateError(
+                [
+                    (
+                        str(path),
+                        number,
+                        f"unknown header {name.strip()!r} (subject, sendgrid_template)",
+                    )
+                ]
+            )
     body_line = head.count("\n") + 3
     try:
         subject = _TEXT_ENV.from_string(subject_source)
@@ -80,7 +107,7 @@ def parse_template(path: Path) -> Template:
         raise TemplateError(
             [(str(path), body_line + exc.lineno - 1, exc.message or "bad syntax")]
         ) from None
-    return Template(path.stem, path, subject, text, html_t)
+    return Template(path.stem, path, subject, text, html_t, sendgrid_template)
 
 
 def load_templates(directory: Path) -> dict[str, Template]:

@@ -446,6 +446,9 @@ class OutboxEmail(Base):
     subject: Mapped[str] = mapped_column(String(500))
     body_text: Mapped[str] = mapped_column(Text)
     body_html: Mapped[str] = mapped_column(Text)
+    # A SendGrid dynamic template: its id and the data it is rendered with, frozen at enqueue.
+    template_id: Mapped[str | None] = mapped_column(String(64))
+    template_data: Mapped[dict[str, Any] | None]
     status: Mapped[EmailStatus] = mapped_column(_enum(EmailStatus), default=EmailStatus.QUEUED)
     delivery: Mapped[Delivery | None] = mapped_column(_enum(Delivery))
     due_at: Mapped[dt.datetime]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -413,3 +414,49 @@ def test_two_runs_at_once_send_each_email_once(
     assert sorted(sent_ids(sendgrid_server)) == ids
     assert sum(s.sent for s in summaries) == 30
     assert statuses(engine) == {"sent": 30}
+
+
+def test_a_dynamic_template_is_sent_as_sendgrid_renders_it(
+    engine: Engine,
+    session: Session,
+    config: NurtureConfig,
+    sendgrid_server: FakeSendGrid,
+    sendgrid_sender: SendGridSender,
+    tmp_path: Path,
+) -> None:
+    from tasks.email.outbox import QueuedEmail, enqueue_emails
+    from tasks.email.templates import parse_template
+    from tests.email.support import add_lead
+
+    source = tmp_path / "dyn.txt"
+    source.write_text("subject: Hi {{ lead.first_name }}\nsendgrid_template: d-" + "a1" * 16
+                      + "\n---\nHello {{ lead.first_name }}\n")  # fmt: skip
+    templates = {**config.templates, "dyn": parse_template(source)}
+    templated = type(config)(**{**config.__dict__, "templates": templates})
+    lead = add_lead(session, first_name="<b>{{ Bo }}</b>")
+    enqueue_emails(session, templated, [QueuedEmail("dyn:1", lead.id, "dyn", {"reason": "x"}, T0)],
+                   run_id=None, as_of=T0)  # fmt: skip
+    session.commit()
+    summary = send_due_emails(engine, sendgrid_sender, as_of=NOW, config=templated)
+    assert summary.sent == 1
+    body = sendgrid_server.accepted[0].body
+    assert body["template_id"] == "d-" + "a1" * 16
+    assert "content" not in body and "subject" not in body
+    data = body["personalizations"][0]["dynamic_template_data"]
+    # Lead fields are data: SendGrid's Handlebars escapes them; nothing here evaluates them.
+    assert data["lead"]["first_name"] == "<b>{{ Bo }}</b>" and data["reason"] == "x"
+    assert data["subject"] == "Hi <b>{{ Bo }}</b>" and data["unsubscribe_url"].startswith(
+        "https://"
+    )
+
+
+def test_a_template_header_must_be_known_and_well_formed(tmp_path: Path) -> None:
+    from tasks.email.templates import TemplateError, parse_template
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("subject: Hi\nsendgrid_template: 1234\n---\nbody\n")
+    with pytest.raises(TemplateError, match="line 2: sendgrid_template: expected d-"):
+        parse_template(bad)
+    bad.write_text("subject: Hi\nfrom: me\n---\nbody\n")
+    with pytest.raises(TemplateError, match="line 2: unknown header 'from'"):
+        parse_template(bad)

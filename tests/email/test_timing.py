@@ -124,3 +124,16 @@ def test_a_send_run_keeps_to_the_configured_rate(
     )
     assert summary.sent == 12 and len(sendgrid_server.accepted) == 12
     assert sum(slept) == pytest.approx((12 - 4) / 4.0)  # a 4-email burst, then 4 a second
+
+
+def test_backoff_doubles_is_capped_and_jittered() -> None:
+    import random
+
+    from tasks.email.sending import BACKOFF_BASE, BACKOFF_CAP, backoff
+
+    rng = random.Random(7)
+    waits = [[backoff(n, rng) for _ in range(200)] for n in (1, 2, 3, 10)]
+    for n, seen in zip((1, 2, 3, 10), waits, strict=True):
+        base = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (n - 1))
+        assert base * 0.5 <= min(seen) and max(seen) <= base * 1.5
+        assert max(seen) - min(seen) > base * 0.5  # spread: workers do not return in step
