@@ -312,6 +312,10 @@ class Sending(Strict):
     max_per_second: float | None = Field(
         default=None, gt=0, description="Most emails handed to SendGrid per second; none: no cap"
     )
+    lateness: Duration = Field(
+        default_factory=lambda: relativedelta(days=2),
+        description="An email this long past due is skipped (skipped_late), never sent late",
+    )
 
     @field_validator("default_timezone")
     @classmethod

@@ -96,7 +96,7 @@ def send_due_emails(
     *,
     as_of: dt.datetime,
     config: NurtureConfig | None = None,
-    lateness: dt.timedelta = dt.timedelta(days=2),
+    lateness: dt.timedelta | None = None,
     batch_size: int = 500,
     dry_run: bool = False,
     lease: dt.timedelta = CLAIM_LEASE,
@@ -106,6 +106,10 @@ def send_due_emails(
     """Hand every email due at ``as_of`` to ``sender`` at most once; see the module docstring."""
     factory = sessionmaker(engine, expire_on_commit=False)
     summary = SendSummary(dry_run=dry_run)
+    if lateness is None:
+        # sending.yaml's, measured back from as_of (a month is a calendar month).
+        late_from = (config or load_config()).sending.lateness
+        lateness = as_of - (as_of - late_from)
     with factory() as session:
         summary.needs_reconcile = _count(session, OutboxEmail.status == EmailStatus.SENDING)
         if dry_run:

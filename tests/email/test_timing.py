@@ -137,3 +137,20 @@ def test_backoff_doubles_is_capped_and_jittered() -> None:
         base = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (n - 1))
         assert base * 0.5 <= min(seen) and max(seen) <= base * 1.5
         assert max(seen) - min(seen) > base * 0.5  # spread: workers do not return in step
+
+
+def test_the_configured_lateness_decides_what_is_skipped_late(
+    engine: Engine, config: NurtureConfig, queue_emails: QueueEmails
+) -> None:
+    from dateutil.relativedelta import relativedelta
+
+    from tasks.email.senders import OutboxOnlySender
+
+    queue_emails(1)  # due at T0
+    three_days_on = T0 + dt.timedelta(days=3)
+    lenient = config.sending.model_copy(update={"lateness": relativedelta(weeks=1)})
+    dry = send_due_emails(engine, OutboxOnlySender(), as_of=three_days_on, dry_run=True,
+                          config=type(config)(**{**config.__dict__, "sending": lenient}))  # fmt: skip
+    assert (dry.recorded, dry.skipped_late) == (1, 0)
+    strict = send_due_emails(engine, OutboxOnlySender(), as_of=three_days_on, config=config)
+    assert (strict.recorded, strict.skipped_late) == (0, 1)  # sending.yaml: 2 days
