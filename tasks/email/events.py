@@ -67,8 +67,8 @@ class SendGridEvent(BaseModel):
     sg_event_id: str = Field(min_length=1, max_length=128)
     event: EventName
     email: str = Field(min_length=3, max_length=320)
-    timestamp: int = Field(ge=0)
-    sg_message_id: str | None = None
+    timestamp: int = Field(ge=0, le=32_503_680_000)  # up to the year 3000
+    sg_message_id: str | None = Field(default=None, max_length=256)
     nurture_email_id: str | None = None  # our custom arg, echoed on every event
     type: str | None = None  # bounce: "bounce" (hard) or "blocked" (soft)
     reason: str | None = None
@@ -219,8 +219,10 @@ def suppress(
 
 def _emails_of(session: Session, events: Sequence[SendGridEvent]) -> dict[str, tuple[int, int]]:
     """{sg_event_id: (email id, lead id)} for the events that name an email of ours."""
+    # Only ids an email could have: anything else (or out of the column's range) names none.
     ids = {e.sg_event_id: int(e.nurture_email_id) for e in events
-           if e.nurture_email_id and e.nurture_email_id.isdigit()}  # fmt: skip
+           if e.nurture_email_id and e.nurture_email_id.isdigit()
+           and int(e.nurture_email_id) < 2**31}  # fmt: skip
     by_id = dict(
         session.execute(
             select(OutboxEmail.id, OutboxEmail.lead_id).where(

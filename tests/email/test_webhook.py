@@ -261,3 +261,14 @@ def test_saved_payloads_load_from_a_file_and_errors_name_the_line(tmp_path: Path
     bad.write_text(json.dumps(event(None, "open", 1)) + "\n" + '{"event": "open"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: event 0: sg_event_id: Field required"):
         load_event_file(bad)
+
+
+def test_odd_values_are_refused_or_ignored_never_a_500(
+    client: TestClient, signer: Signer, session: Session
+) -> None:
+    huge_time = post(client, signer, [event(None, "open", 1, at=10**15)])
+    assert huge_time.status_code == 400 and "timestamp" in huge_time.json()["error"]
+    odd_id = post(client, signer, [event(None, "open", 2, nurture_email_id="99999999999999999999")])
+    assert odd_id.status_code == 200 and odd_id.json()["unmatched"] == 1
+    not_text = post(client, signer, [{**event(None, "open", 3), "email": ["a@b"]}])
+    assert not_text.status_code == 400
