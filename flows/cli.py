@@ -128,6 +128,18 @@ def config_validate(directory: Annotated[Path | None, typer.Argument()] = None) 
 # -- imports ------------------------------------------------------------------------------------
 
 
+@config_app.command("schema")
+def config_schema(
+    directory: Annotated[Path, typer.Option("--dir", help="The config directory")] = Path("config"),
+) -> None:
+    """Write JSON Schemas of the config files to DIR/schemas/ (editors autocomplete from them)."""
+    from tasks.config.schemas import write_schemas
+
+    written = write_schemas(directory)
+    out.print(f"{len(written)} schema file(s) written to {directory / 'schemas'}" if written
+              else "schemas are up to date")  # fmt: skip
+
+
 @import_app.command("leads")
 def import_leads(
     files: Files,

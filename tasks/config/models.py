@@ -191,8 +191,18 @@ FollowUpPhrase = Annotated[
 ]
 
 
+def _action_schema(schema: dict[str, Any]) -> None:
+    # As written in YAML: a bare word for the flag actions, else an object with one key.
+    obj = dict(schema)
+    obj["minProperties"] = obj["maxProperties"] = 1
+    schema.clear()
+    schema["anyOf"] = [{"enum": ["release_owner", "exit_cadences"]}, obj]
+
+
 class Action(Strict):
     """One prescribed action; exactly one key is set, as in ``- disqualify: unresponsive``."""
+
+    model_config = ConfigDict(json_schema_extra=_action_schema)
 
     disqualify: LostReason | None = None
     send: Name | None = None
@@ -274,11 +284,17 @@ class BusinessHours(Strict):
 
     start: dt.time = dt.time(0, 0)
     end: dt.time = dt.time(23, 59, 59)
-    days: list[int] = Field(
-        default_factory=lambda: [1, 2, 3, 4, 5, 6, 7],
-        description="Days of the week: mon ... sun",
-        min_length=1,
-    )
+    days: Annotated[
+        list[int],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"enum": list(WEEKDAYS)},
+                "description": "Days of the week: mon ... sun",
+            }
+        ),
+    ] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7], min_length=1)
 
     @field_validator("days", mode="before")
     @classmethod

@@ -53,7 +53,7 @@ def test_errors_name_file_line_and_expectation(cfg_dir: Path) -> None:
         for p in found
     ), found
     assert any(
-        "pipeline.yaml, line 4: stages[0].rot_after: expected a duration" in p for p in found
+        "pipeline.yaml, line 5: stages[0].rot_after: expected a duration" in p for p in found
     )
 
 
@@ -71,7 +71,7 @@ def test_references_between_files_are_checked(cfg_dir: Path) -> None:
     (cfg_dir / "templates" / "breakup.txt").unlink()
     found = problems(cfg_dir)
     assert any(
-        "rules.yaml, line 9: rules[0].then[1].send: no template 'breakup'" in p for p in found
+        "rules.yaml, line 10: rules[0].then[1].send: no template 'breakup'" in p for p in found
     ), found
 
 
@@ -91,7 +91,7 @@ def test_cli_validate_exits_non_zero_and_prints_each_problem(cfg_dir: Path) -> N
     )
     result = CliRunner().invoke(app, ["config", "validate", str(cfg_dir)])
     assert result.exit_code == 1
-    assert "followups.yaml, line 2: default_delay: expected a duration" in result.output
+    assert "followups.yaml, line 3: default_delay: expected a duration" in result.output
     ok = CliRunner().invoke(app, ["config", "validate", str(REPO / "config")])
     assert ok.exit_code == 0, ok.output
     assert "ok (5 rules" in ok.output
@@ -110,3 +110,45 @@ def test_a_follow_up_on_an_unknown_date_fact_names_file_and_line(cfg_dir: Path) 
         and "unknown date fact 'named_folowup_date'" in p
         for p in found
     ), found
+
+
+def test_json_schemas_are_current_and_describe_the_shipped_config() -> None:
+    """The committed schemas are what the models generate (`nurture config schema`), every
+    config file names its schema, and the shipped config passes its schema."""
+    import json
+
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    from tasks.config.models import FILES
+    from tasks.config.schemas import modeline, schemas
+
+    directory = REPO / "config"
+    for name, text in schemas().items():
+        assert (directory / "schemas" / name).read_text() == text, (
+            f"{name}: run `nurture config schema`"
+        )
+    for file in FILES:
+        source = (directory / file).read_text()
+        assert source.splitlines()[0] == modeline(file)
+        schema = json.loads(
+            (directory / "schemas" / file.replace(".yaml", ".schema.json")).read_text()
+        )
+        jsonschema.validate(_as_editors_see_it(YAML(typ="safe").load(source)), schema)
+    # And the schema does catch a mistake an editor should flag.
+    cadences = json.loads((directory / "schemas" / "cadences.schema.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            {"cadences": {"x": {"steps": [{"wait": "soon", "template": "t"}]}}}, cadences
+        )
+
+
+def _as_editors_see_it(value: object) -> object:
+    """YAML dates as the strings an editor's schema check sees (the loader makes them dates)."""
+    import datetime as dt
+
+    if isinstance(value, dict):
+        return {k: _as_editors_see_it(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_editors_see_it(v) for v in value]
+    return value.isoformat() if isinstance(value, dt.date) else value
