@@ -20,6 +20,9 @@ from tasks.stages import current_config
 from tasks.store.db import session_scope
 from tasks.store.models import ImportKind, ImportOutcome, ImportRow, Lead, RunKind
 
+# New leads assigned and enrolled per round: bounds memory on a million-row import.
+CHUNK = 50_000
+
 
 @task(name="import-leads", cache_policy=NONE, persist_result=False)
 def import_leads_task(
@@ -53,28 +56,33 @@ def import_leads_task(
         ).all()
         graded = grade_and_score(session, config, as_of, run_id=run.id, lead_ids=touched)
         sync_owners(session, config.owners)
-        new_ids = list(result.new_lead_ids)
-        assign_owners(session, new_ids, as_of=as_of, run_id=run.id, policy=config.owners)
-        created: dict[int, dt.datetime] = {
-            row.id: row.created_at
-            # Only leads with an address can be in an email cadence.
-            # The leads this import created, named by run rather than listed by id.
-            for row in session.execute(
-                select(Lead.id, Lead.created_at).where(
-                    Lead.created_run_id == run.id,
-                    Lead.merged_into_id.is_(None),
-                    Lead.email.is_not(None),
-                )
-            )
-        }
-        # A lead starts its cadences on its creation date, never before the import itself.
-        starts = {lead: max(at, as_of) for lead, at in created.items()}
+        # In chunks: a million new leads never become a million decisions or enrolment rows
+        # in memory at once.
+        new_ids = result.new_lead_ids
+        for start in range(0, len(new_ids), CHUNK):
+            part = new_ids[start : start + CHUNK]
+            assign_owners(session, part, as_of=as_of, run_id=run.id, policy=config.owners)
         enrolled = 0
-        for name, cadence in config.cadences.cadences.items():
-            if cadence.enrol == "new_leads":
-                enrolled += len(
-                    enrol(session, starts, name, cadence, config.sending, run_id=run.id)
-                )
+        # The leads this import created, named by run rather than listed by id; only leads with
+        # an address can be in an email cadence.
+        created = session.execute(
+            select(Lead.id, Lead.created_at)
+            .where(
+                Lead.created_run_id == run.id,
+                Lead.merged_into_id.is_(None),
+                Lead.email.is_not(None),
+            )
+            .order_by(Lead.id)
+            .execution_options(yield_per=CHUNK)
+        )
+        for rows in created.partitions():
+            # A lead starts its cadences on its creation date, never before the import itself.
+            starts = {lead: max(at, as_of) for lead, at in rows}
+            for name, cadence in config.cadences.cadences.items():
+                if cadence.enrol == "new_leads":
+                    enrolled += len(
+                        enrol(session, starts, name, cadence, config.sending, run_id=run.id)
+                    )
         counts = {**result.counts, "enrolled": enrolled, **graded, "run_id": run.id}
         finish_run(session, run, counts)
         if outcomes:
