@@ -24,12 +24,14 @@ import_app = typer.Typer(help="Import leads and CRM exports (CSV or JSONL).", no
 run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
 rules_app = typer.Typer(help="Marketing's disqualification rules.", no_args_is_help=True)
 events_app = typer.Typer(help="SendGrid webhook events.", no_args_is_help=True)
+cadence_app = typer.Typer(help="Marketing's email cadences.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(import_app, name="import")
 app.add_typer(run_app, name="run")
 app.add_typer(rules_app, name="rules")
 app.add_typer(events_app, name="events")
+app.add_typer(cadence_app, name="cadence")
 
 out = Console()
 err = Console(stderr=True)
@@ -289,6 +291,49 @@ def explain(lead_id: int) -> None:
 class ReportFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
+
+
+def _start_moment(value: str) -> dt.datetime:
+    """'YYYY-MM-DD' (midnight UTC) or an ISO datetime (naive: UTC)."""
+    from dateutil import parser
+
+    try:
+        moment = parser.isoparse(value)
+    except ValueError:
+        raise ValueError(f"--from: expected YYYY-MM-DD or an ISO datetime, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@cadence_app.command("preview")
+def cadence_preview(
+    name: Annotated[str, typer.Argument(help="A cadence in cadences.yaml")],
+    lead: Annotated[list[int] | None, typer.Option("--lead", help="A lead id (repeatable)")] = None,
+    sample: Annotated[int, typer.Option(help="Else the first N leads in play")] = 5,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Enrolment moment (default now)")
+    ] = None,
+) -> None:
+    """Who would get which email when, in their local time and UTC; nothing is written."""
+    from rich.table import Table
+
+    from tasks.cadences.preview import preview, sample_leads
+    from tasks.stages import current_config
+    from tasks.store.db import session_scope
+    from tasks.store.schema import ensure_schema
+
+    config = _guarded(current_config)
+    _guarded(ensure_schema)
+    moment = _guarded(_start_moment, start) if start else dt.datetime.now(dt.UTC)
+    with session_scope(dry_run=True) as session:
+        ids = lead or sample_leads(session, sample)
+        planned = _guarded(preview, session, config, name, ids, moment)
+    table = Table(title=f"{name} from {moment:%Y-%m-%d %H:%M} UTC (caps and exits not applied)")
+    for column in ("lead", "step", "template", "local time", "zone", "UTC"):
+        table.add_column(column)
+    for p in planned:
+        table.add_row(str(p.lead_id), str(p.step), p.template, f"{p.due_local:%a %Y-%m-%d %H:%M}",
+                      p.zone, f"{p.due_utc:%Y-%m-%d %H:%M}")  # fmt: skip
+    out.print(table)
 
 
 @app.command("serve")

@@ -81,7 +81,15 @@ def import_leads_task(
             for name, cadence in config.cadences.cadences.items():
                 if cadence.enrol == "new_leads":
                     enrolled += len(
-                        enrol(session, starts, name, cadence, config.sending, run_id=run.id)
+                        enrol(
+                            session,
+                            starts,
+                            name,
+                            cadence,
+                            config.sending,
+                            run_id=run.id,
+                            holidays=config.cadences.holidays_for(None),
+                        )
                     )
         counts = {**result.counts, "enrolled": enrolled, **graded, "run_id": run.id}
         finish_run(session, run, counts)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from tasks.cadences.schedule import after_wait
 from tasks.config.models import Cadence, Sending
 from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
 from tasks.store.upsert import among, id_slices, insert_ignore, rowcount
@@ -19,8 +20,10 @@ def at_send_hour(moment: dt.datetime, sending: Sending) -> dt.datetime:
     return slot if slot >= moment else slot + dt.timedelta(days=1)
 
 
-def first_due(start: dt.datetime, cadence: Cadence, sending: Sending) -> dt.datetime:
-    return at_send_hour(start + cadence.steps[0].wait, sending)
+def first_due(
+    start: dt.datetime, cadence: Cadence, sending: Sending, holidays: Sequence[dt.date] = ()
+) -> dt.datetime:
+    return at_send_hour(after_wait(start, cadence.steps[0].wait, holidays), sending)
 
 
 def enrol(
@@ -31,6 +34,7 @@ def enrol(
     sending: Sending,
     *,
     run_id: int | None,
+    holidays: Sequence[dt.date] = (),
 ) -> list[int]:
     """Enrol each lead from its start moment; a lead already active in the cadence is skipped."""
     rows = [
@@ -40,7 +44,7 @@ def enrol(
             "status": EnrolmentStatus.ACTIVE,
             "enrolled_at": start,
             "next_step": 0,
-            "next_due_at": first_due(start, cadence, sending),
+            "next_due_at": first_due(start, cadence, sending, holidays),
             "run_id": run_id,
         }
         for lead_id, start in sorted(starts.items())

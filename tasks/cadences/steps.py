@@ -7,12 +7,14 @@ unsubscribed leaves every cadence before anything more is queued for them.
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from tasks.cadences.enrolment import at_send_hour, exit_enrolments
+from tasks.cadences.schedule import after_wait
 from tasks.config.loader import NurtureConfig
 from tasks.email.outbox import QueuedEmail, enqueue_emails
 from tasks.store.models import (
@@ -20,6 +22,7 @@ from tasks.store.models import (
     ActivityKind,
     CadenceEnrolment,
     Delivery,
+    EmailStatus,
     EnrolmentStatus,
     Lead,
     LeadStatus,
@@ -28,12 +31,16 @@ from tasks.store.models import (
 )
 
 BATCH = 5_000
+# Emails that count against a cap: on their way or gone, not the ones never sent.
+COUNTED = (EmailStatus.QUEUED, EmailStatus.CLAIMED, EmailStatus.SENDING, EmailStatus.SENT,
+           EmailStatus.RECORDED)  # fmt: skip
 
 
 @dataclass
 class StepSummary:
     queued: int = 0
     completed: int = 0
+    capped: int = 0  # steps put off a day by the per-lead weekly cap
     exited: dict[str, int] = field(default_factory=dict)
 
 
@@ -85,18 +92,48 @@ def send_due_steps(
     session: Session, config: NurtureConfig, as_of: dt.datetime, *, run_id: int | None
 ) -> StepSummary:
     summary = StepSummary(exited=exit_finished_leads(session, as_of))
+    due_now = (
+        CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+        CadenceEnrolment.next_due_at <= as_of,
+        Lead.created_at <= as_of,
+    )
     due = session.execute(
-        select(CadenceEnrolment)
+        select(CadenceEnrolment, Lead.country)
         .join(Lead, Lead.id == CadenceEnrolment.lead_id)
-        .where(
-            CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
-            CadenceEnrolment.next_due_at <= as_of,
-            Lead.created_at <= as_of,
-        )
+        .where(*due_now)
         .order_by(CadenceEnrolment.id)
-    ).scalars()
+    ).tuples()
+    cap = config.cadences.caps.per_lead_per_week
+    # Emails each due lead already has in the last seven days, every cadence and flow counted.
+    this_week: dict[int, int] = defaultdict(int)
+    if cap is not None:
+        leads_due = (
+            select(CadenceEnrolment.lead_id)
+            .join(Lead, Lead.id == CadenceEnrolment.lead_id)
+            .where(*due_now)
+        )
+        this_week.update(
+            session.execute(
+                select(OutboxEmail.lead_id, func.count())
+                .where(
+                    OutboxEmail.lead_id.in_(leads_due),
+                    OutboxEmail.status.in_(COUNTED),
+                    OutboxEmail.due_at > as_of - dt.timedelta(days=7),
+                    OutboxEmail.due_at <= as_of,
+                )
+                .group_by(OutboxEmail.lead_id)
+            )
+            .tuples()
+            .all()
+        )
     emails: list[QueuedEmail] = []
-    for enrolment in due:
+    for enrolment, country in due:
+        holidays = config.cadences.holidays_for(country)
+        if cap is not None and this_week[enrolment.lead_id] >= cap:
+            # Over the cap: this step waits a day (and is counted again then).
+            enrolment.next_due_at = at_send_hour(as_of + dt.timedelta(days=1), config.sending)
+            summary.capped += 1
+            continue
         cadence = config.cadences.cadences.get(enrolment.cadence)
         if cadence is None or enrolment.next_step >= len(cadence.steps):
             enrolment.status = EnrolmentStatus.COMPLETED
@@ -116,6 +153,7 @@ def send_due_steps(
                 step=enrolment.next_step,
             )
         )
+        this_week[enrolment.lead_id] += 1
         enrolment.next_step += 1
         if enrolment.next_step >= len(cadence.steps):
             enrolment.status = EnrolmentStatus.COMPLETED
@@ -130,7 +168,7 @@ def send_due_steps(
                 enrolment.next_due_at, at_send_hour(as_of, config.sending) - dt.timedelta(days=1)
             )
             wait = cadence.steps[enrolment.next_step].wait
-            enrolment.next_due_at = at_send_hour(base + wait, config.sending)
+            enrolment.next_due_at = at_send_hour(after_wait(base, wait, holidays), config.sending)
         if len(emails) >= BATCH:
             summary.queued += len(
                 enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of)

@@ -7,6 +7,8 @@ line number, not a silently ignored setting.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from dateutil.relativedelta import relativedelta
@@ -258,8 +260,44 @@ class Rules(Strict):
 # --- cadences.yaml ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BusinessDays:
+    """A wait counted in business days: weekends and the recipient's holidays do not count."""
+
+    days: int
+
+    def __str__(self) -> str:
+        return f"{self.days} business day{'s' if self.days != 1 else ''}"
+
+
+def _wait(value: Any) -> Any:
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s+business\s+days?\s*", value, re.IGNORECASE)
+        if match:
+            return BusinessDays(int(match.group(1)))
+    return _duration(value)
+
+
+def _show_wait(value: relativedelta | BusinessDays) -> str:
+    return str(value) if isinstance(value, BusinessDays) else format_duration(value)
+
+
+Wait = Annotated[
+    relativedelta | BusinessDays,
+    BeforeValidator(_wait),
+    PlainSerializer(_show_wait, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\s*((\d+\s*(day|week|month|year)s?\s*)+|\d+\s+business\s+days?)\s*$",
+            "examples": ["4 days", "3 business days", "1 month"],
+        }
+    ),
+]
+
+
 class Step(Strict):
-    wait: Duration = Field(description="Time after the previous step (or after enrolment)")
+    wait: Wait = Field(description="Time after the previous step (or after enrolment)")
     template: Name
 
 
@@ -269,8 +307,25 @@ class Cadence(Strict):
     steps: list[Step] = Field(min_length=1)
 
 
+class Caps(Strict):
+    """Limits across every cadence: a step that would break one waits a day."""
+
+    per_lead_per_week: int | None = Field(
+        default=None, ge=1, description="Emails a lead gets in any 7 days, all cadences together"
+    )
+
+
 class Cadences(Strict):
     cadences: dict[Name, Cadence]
+    # Days that are not business days, for waits in business days: per country (ISO code), and
+    # ``default`` for recipients of any other country or none.
+    holidays: dict[str, list[dt.date]] = Field(default_factory=dict)
+    caps: Caps = Field(default_factory=Caps)
+
+    def holidays_for(self, country: str | None) -> list[dt.date]:
+        if country and country.upper() in self.holidays:
+            return self.holidays[country.upper()]
+        return self.holidays.get("default", [])
 
 
 # --- sending.yaml ----------------------------------------------------------------------------

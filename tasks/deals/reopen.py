@@ -205,6 +205,9 @@ def reopen_due_followups(
         )
     record_decisions(session, decisions, run_id=run_id, as_of=as_of)
     cadence = config.cadences.cadences[reopen_cfg.cadence]
-    enrol(session, to_enrol, reopen_cfg.cadence, cadence, config.sending, run_id=run_id)
+    enrol(
+        session, to_enrol, reopen_cfg.cadence, cadence, config.sending, run_id=run_id,
+        holidays=config.cadences.holidays_for(None),
+    )  # fmt: skip
     summary.emails = len(enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of))
     return summary

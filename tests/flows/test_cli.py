@@ -141,3 +141,21 @@ def test_events_load_applies_saved_payloads_once_and_names_a_bad_line(
     events.write_text(json.dumps(rows[0]) + "\n" + '{"event": "open"}\n')
     code, output = invoke("events", "load", str(events))
     assert code != 0 and "events.jsonl:2" in output and "sg_event_id" in output
+
+
+def test_cadence_preview_prints_the_plan_and_names_a_wrong_cadence(
+    engine: Engine, tmp_path: Path
+) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("Email,First Name,Country\nlena@firma.example,Lena,DE\n", encoding="utf-8")
+    assert invoke("import", "leads", str(leads), "--as-of", "2026-12-01")[0] == 0
+    wide = runner.invoke(
+        app,
+        ["cadence", "preview", "new_lead_nurture", "--sample", "1", "--from", "2026-12-18"],
+        env={"COLUMNS": "200"},
+    )
+    code, output = wide.exit_code, wide.output
+    assert code == 0, output
+    assert "welcome" in output and "nurture_last_touch" in output and "Europe/Berlin" in output
+    code, output = invoke("cadence", "preview", "nope")
+    assert code != 0 and "no cadence 'nope'" in output

@@ -1,0 +1,138 @@
+"""Cadence timing: waits in business days around weekends and holidays, and the weekly cap."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tasks.cadences.enrolment import enrol
+from tasks.cadences.schedule import after_wait
+from tasks.cadences.steps import send_due_steps
+from tasks.config.loader import NurtureConfig
+from tasks.config.models import BusinessDays, Cadences, Caps
+from tasks.deals.calendar import add_business_days
+from tasks.store.models import CadenceEnrolment, OutboxEmail
+from tests.builders import lead
+
+FRIDAY = dt.datetime(2026, 12, 18, 14, tzinfo=dt.UTC)
+
+
+def test_business_days_skip_weekends_and_holidays() -> None:
+    christmas = [dt.date(2026, 12, 25)]
+    assert add_business_days(dt.date(2026, 12, 18), 1) == dt.date(2026, 12, 21)  # Fri -> Mon
+    assert add_business_days(dt.date(2026, 12, 18), 5, christmas) == dt.date(2026, 12, 28)
+    assert add_business_days(dt.date(2026, 12, 19), 0) == dt.date(2026, 12, 21)  # Sat -> Mon
+    moved = after_wait(FRIDAY, BusinessDays(5), christmas)
+    assert moved == dt.datetime(2026, 12, 28, 14, tzinfo=dt.UTC)  # the time of day is kept
+
+
+def test_waits_read_as_people_write_them() -> None:
+    cadences = Cadences.model_validate(
+        {
+            "cadences": {
+                "c": {
+                    "steps": [
+                        {"wait": "3 business days", "template": "welcome"},
+                        {"wait": "1 business day", "template": "welcome"},
+                        {"wait": "2 weeks", "template": "welcome"},
+                    ]
+                }
+            }
+        }
+    )
+    waits = [s.wait for s in cadences.cadences["c"].steps]
+    assert waits[:2] == [BusinessDays(3), BusinessDays(1)]
+    assert cadences.model_dump()["cadences"]["c"]["steps"][0]["wait"] == "3 business days"
+    with pytest.raises(ValueError, match="expected a duration"):
+        Cadences.model_validate(
+            {"cadences": {"c": {"steps": [{"wait": "3 busy days", "template": "w"}]}}}
+        )
+
+
+def with_cadences(config: NurtureConfig, **changes: object) -> NurtureConfig:
+    return dataclasses.replace(config, cadences=config.cadences.model_copy(update=changes))
+
+
+def test_a_business_day_step_honours_the_recipients_holidays(
+    session: Session, config: NurtureConfig
+) -> None:
+    cadence = Cadences.model_validate(
+        {
+            "cadences": {
+                "c": {
+                    "steps": [
+                        {"wait": "0 days", "template": "welcome"},
+                        {"wait": "2 business days", "template": "nurture_value"},
+                    ]
+                }
+            }
+        }
+    ).cadences["c"]
+    holidays = {"DE": [dt.date(2026, 12, 24), dt.date(2026, 12, 25)], "default": []}
+    cfg = with_cadences(config, cadences={"c": cadence}, holidays=holidays)
+    german = lead(session, FRIDAY - dt.timedelta(days=30), country="DE")
+    other = lead(session, FRIDAY - dt.timedelta(days=30), country="US")
+    wednesday = dt.datetime(2026, 12, 23, 14, tzinfo=dt.UTC)
+    enrol(
+        session, {german.id: wednesday, other.id: wednesday}, "c", cadence, cfg.sending, run_id=None
+    )
+    send_due_steps(session, cfg, wednesday, run_id=None)
+    due = {e.lead_id: e.next_due_at for e in session.scalars(select(CadenceEnrolment))}
+    assert due[other.id].date() == dt.date(2026, 12, 25)  # Thu, Fri
+    assert due[german.id].date() == dt.date(2026, 12, 29)  # Christmas off: Mon 28, Tue 29
+
+
+def test_the_weekly_cap_puts_a_step_off_a_day(session: Session, config: NurtureConfig) -> None:
+    cadences = Cadences.model_validate(
+        {
+            "cadences": {
+                name: {
+                    "steps": [
+                        {"wait": "0 days", "template": "welcome"},
+                        {"wait": "1 day", "template": "nurture_value"},
+                    ]
+                }
+                for name in ("a", "b")
+            }
+        }
+    )
+    cfg = with_cadences(config, cadences=cadences.cadences, caps=Caps(per_lead_per_week=2))
+    person = lead(session, FRIDAY - dt.timedelta(days=30))
+    for name in ("a", "b"):
+        enrol(session, {person.id: FRIDAY}, name, cadences.cadences[name], cfg.sending, run_id=None)
+    first = send_due_steps(session, cfg, FRIDAY, run_id=None)
+    assert (first.queued, first.capped) == (2, 0)
+    saturday = FRIDAY + dt.timedelta(days=1)
+    second = send_due_steps(session, cfg, saturday, run_id=None)
+    assert (second.queued, second.capped) == (0, 2)  # two this week already
+    emails = session.scalars(select(OutboxEmail.due_at)).all()
+    assert len(emails) == 2
+    later = send_due_steps(session, cfg, FRIDAY + dt.timedelta(days=7, hours=1), run_id=None)
+    assert later.queued == 2  # a week on, the steps go out
+
+
+def test_preview_plans_each_step_in_local_and_utc_time_and_writes_nothing(
+    session: Session, config: NurtureConfig
+) -> None:
+    from tasks.cadences.preview import preview
+
+    berlin = lead(session, FRIDAY, country="DE", phone="+493012345678")
+    session.commit()
+    planned = preview(session, config, "new_lead_nurture", [berlin.id], FRIDAY)
+    steps = config.cadences.cadences["new_lead_nurture"].steps
+    assert [p.step for p in planned] == list(range(1, len(steps) + 1))
+    assert [p.template for p in planned] == [s.template for s in steps]
+    for p in planned:
+        assert p.zone == "Europe/Berlin" and p.due_local.isoweekday() <= 5
+        assert dt.time(9) <= p.due_local.time() < dt.time(17, 30)
+        assert p.due_utc == p.due_local  # the same moment, shown twice
+    assert planned == sorted(planned, key=lambda p: p.due_utc)
+    assert session.scalar(select(OutboxEmail.id)) is None
+    with pytest.raises(ValueError, match=r"no cadence 'nope'.*new_lead_nurture"):
+        preview(session, config, "nope", [berlin.id], FRIDAY)
+    with pytest.raises(ValueError, match="no lead with id 999999"):
+        preview(session, config, "new_lead_nurture", [999999], FRIDAY)
