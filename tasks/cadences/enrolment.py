@@ -4,26 +4,47 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from tasks.cadences.schedule import after_wait
 from tasks.config.models import Cadence, Sending
+from tasks.email.timing import recipient_zone, wall_clock
 from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
 from tasks.store.upsert import among, id_slices, insert_ignore, rowcount
 
 
-def at_send_hour(moment: dt.datetime, sending: Sending) -> dt.datetime:
-    """The configured send hour on the moment's day, or the next day's if it has passed."""
+def at_send_hour(
+    moment: dt.datetime, sending: Sending, zone: ZoneInfo | None = None
+) -> dt.datetime:
+    """The send time on the moment's day, or the next day's if it has passed (UTC).
+
+    With ``send_time_local`` and the recipient's ``zone`` the send time is their wall-clock
+    time, so a 10:00 send stays 10:00 local across a daylight-saving change; otherwise it is
+    ``send_hour_utc``.
+    """
+    if sending.send_time_local is not None and zone is not None:
+        local = moment.astimezone(zone)
+        for days_ahead in (0, 1, 2):
+            slot = wall_clock(
+                local.date() + dt.timedelta(days=days_ahead), sending.send_time_local, zone
+            )
+            if slot >= moment:
+                return slot.astimezone(dt.UTC)
     slot = moment.replace(hour=sending.send_hour_utc, minute=0, second=0, microsecond=0)
     return slot if slot >= moment else slot + dt.timedelta(days=1)
 
 
 def first_due(
-    start: dt.datetime, cadence: Cadence, sending: Sending, holidays: Sequence[dt.date] = ()
+    start: dt.datetime,
+    cadence: Cadence,
+    sending: Sending,
+    holidays: Sequence[dt.date] = (),
+    zone: ZoneInfo | None = None,
 ) -> dt.datetime:
-    return at_send_hour(after_wait(start, cadence.steps[0].wait, holidays), sending)
+    return at_send_hour(after_wait(start, cadence.steps[0].wait, holidays), sending, zone)
 
 
 def enrol(
@@ -37,6 +58,7 @@ def enrol(
     holidays: Sequence[dt.date] = (),
 ) -> list[int]:
     """Enrol each lead from its start moment; a lead already active in the cadence is skipped."""
+    zones = _zones(session, starts, sending) if sending.send_time_local is not None else {}
     rows = [
         {
             "lead_id": lead_id,
@@ -44,7 +66,7 @@ def enrol(
             "status": EnrolmentStatus.ACTIVE,
             "enrolled_at": start,
             "next_step": 0,
-            "next_due_at": first_due(start, cadence, sending, holidays),
+            "next_due_at": first_due(start, cadence, sending, holidays, zones.get(lead_id)),
             "run_id": run_id,
         }
         for lead_id, start in sorted(starts.items())
@@ -66,6 +88,16 @@ def enrol(
                 .execution_options(synchronize_session="fetch")
             )
     return ids
+
+
+def _zones(session: Session, lead_ids: Iterable[int], sending: Sending) -> dict[int, ZoneInfo]:
+    zones: dict[int, ZoneInfo] = {}
+    for ids in id_slices(session, sorted(lead_ids)):
+        for lead_id, phone, country in session.execute(
+            select(Lead.id, Lead.phone, Lead.country).where(among(session, Lead.id, ids))
+        ).tuples():
+            zones[lead_id] = recipient_zone(phone, country, sending.default_timezone)
+    return zones
 
 
 def exit_enrolments(

@@ -69,7 +69,7 @@ def preview(
         holidays = config.cadences.holidays_for(person.country)
         moment = start
         for number, step in enumerate(cadence.steps, 1):
-            moment = at_send_hour(after_wait(moment, step.wait, holidays), sending)
+            moment = at_send_hour(after_wait(moment, step.wait, holidays), sending, zone)
             due = within_hours(moment, zone, sending.business_hours)
             planned.append(
                 PlannedEmail(person.id, number, step.template, due, due.astimezone(zone), str(zone))

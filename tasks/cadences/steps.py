@@ -17,6 +17,7 @@ from tasks.cadences.enrolment import at_send_hour, exit_enrolments
 from tasks.cadences.schedule import after_wait
 from tasks.config.loader import NurtureConfig
 from tasks.email.outbox import QueuedEmail, enqueue_emails
+from tasks.email.timing import recipient_zone
 from tasks.store.models import (
     Activity,
     ActivityKind,
@@ -98,7 +99,7 @@ def send_due_steps(
         Lead.created_at <= as_of,
     )
     due = session.execute(
-        select(CadenceEnrolment, Lead.country)
+        select(CadenceEnrolment, Lead.country, Lead.phone)
         .join(Lead, Lead.id == CadenceEnrolment.lead_id)
         .where(*due_now)
         .order_by(CadenceEnrolment.id)
@@ -127,11 +128,13 @@ def send_due_steps(
             .all()
         )
     emails: list[QueuedEmail] = []
-    for enrolment, country in due:
+    local = config.sending.send_time_local is not None
+    for enrolment, country, phone in due:
         holidays = config.cadences.holidays_for(country)
+        zone = recipient_zone(phone, country, config.sending.default_timezone) if local else None
         if cap is not None and this_week[enrolment.lead_id] >= cap:
             # Over the cap: this step waits a day (and is counted again then).
-            enrolment.next_due_at = at_send_hour(as_of + dt.timedelta(days=1), config.sending)
+            enrolment.next_due_at = at_send_hour(as_of + dt.timedelta(days=1), config.sending, zone)
             summary.capped += 1
             continue
         cadence = config.cadences.cadences.get(enrolment.cadence)
@@ -165,10 +168,13 @@ def send_due_steps(
             # Catch-up policy: a paused or late run sends one step, then the next step waits
             # its full interval from now, never a burst of past-due emails.
             base = max(
-                enrolment.next_due_at, at_send_hour(as_of, config.sending) - dt.timedelta(days=1)
+                enrolment.next_due_at,
+                at_send_hour(as_of, config.sending, zone) - dt.timedelta(days=1),
             )
             wait = cadence.steps[enrolment.next_step].wait
-            enrolment.next_due_at = at_send_hour(after_wait(base, wait, holidays), config.sending)
+            enrolment.next_due_at = at_send_hour(
+                after_wait(base, wait, holidays), config.sending, zone
+            )
         if len(emails) >= BATCH:
             summary.queued += len(
                 enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of)

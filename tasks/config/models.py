@@ -376,6 +376,11 @@ class Sending(Strict):
     postal_address: str = Field(min_length=5)
     unsubscribe_url: str
     send_hour_utc: int = Field(14, ge=0, le=23, description="Hour of day cadence emails are due")
+    send_time_local: dt.time | None = Field(
+        default=None,
+        description="Time of day cadence emails are due in the recipient's own zone (DST "
+        "kept: 10:00 stays 10:00); instead of send_hour_utc",
+    )
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
     default_timezone: str = Field(
         "UTC", description="A recipient's time zone when neither phone nor country tells"

@@ -49,8 +49,8 @@ def within_hours(due: dt.datetime, zone: ZoneInfo, hours: BusinessHours) -> dt.d
         day = local.date() + dt.timedelta(days=days_ahead)
         if day.isoweekday() not in hours.days:
             continue
-        opens = _at(day, hours.start, zone)
-        closes = _at(day, hours.end, zone)
+        opens = wall_clock(day, hours.start, zone)
+        closes = wall_clock(day, hours.end, zone)
         if days_ahead == 0 and opens <= local < closes:
             return due
         if local < opens:
@@ -58,7 +58,7 @@ def within_hours(due: dt.datetime, zone: ZoneInfo, hours: BusinessHours) -> dt.d
     raise ValueError("business hours name no day of the week")  # the config model forbids it
 
 
-def _at(day: dt.date, clock: dt.time, zone: ZoneInfo) -> dt.datetime:
+def wall_clock(day: dt.date, clock: dt.time, zone: ZoneInfo) -> dt.datetime:
     # Wall-clock time on that day; in a spring-forward gap, the first moment after it.
     naive = dt.datetime.combine(day, clock)
     moment = naive.replace(tzinfo=zone)

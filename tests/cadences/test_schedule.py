@@ -76,11 +76,12 @@ def test_a_business_day_step_honours_the_recipients_holidays(
     cfg = with_cadences(config, cadences={"c": cadence}, holidays=holidays)
     german = lead(session, FRIDAY - dt.timedelta(days=30), country="DE")
     other = lead(session, FRIDAY - dt.timedelta(days=30), country="US")
-    wednesday = dt.datetime(2026, 12, 23, 14, tzinfo=dt.UTC)
+    wednesday = dt.datetime(2026, 12, 23, 6, tzinfo=dt.UTC)  # before 10:00 in both zones
     enrol(
         session, {german.id: wednesday, other.id: wednesday}, "c", cadence, cfg.sending, run_id=None
     )
-    send_due_steps(session, cfg, wednesday, run_id=None)
+    # By the evening both first steps (10:00 in Berlin and in New York) have gone out.
+    send_due_steps(session, cfg, wednesday + dt.timedelta(hours=17), run_id=None)
     due = {e.lead_id: e.next_due_at for e in session.scalars(select(CadenceEnrolment))}
     assert due[other.id].date() == dt.date(2026, 12, 25)  # Thu, Fri
     assert due[german.id].date() == dt.date(2026, 12, 29)  # Christmas off: Mon 28, Tue 29
@@ -104,14 +105,15 @@ def test_the_weekly_cap_puts_a_step_off_a_day(session: Session, config: NurtureC
     person = lead(session, FRIDAY - dt.timedelta(days=30))
     for name in ("a", "b"):
         enrol(session, {person.id: FRIDAY}, name, cadences.cadences[name], cfg.sending, run_id=None)
-    first = send_due_steps(session, cfg, FRIDAY, run_id=None)
+    # 10:00 in New York (the default zone) is 15:00 UTC.
+    first = send_due_steps(session, cfg, FRIDAY + dt.timedelta(hours=2), run_id=None)
     assert (first.queued, first.capped) == (2, 0)
-    saturday = FRIDAY + dt.timedelta(days=1)
+    saturday = FRIDAY + dt.timedelta(days=1, hours=2)
     second = send_due_steps(session, cfg, saturday, run_id=None)
     assert (second.queued, second.capped) == (0, 2)  # two this week already
     emails = session.scalars(select(OutboxEmail.due_at)).all()
     assert len(emails) == 2
-    later = send_due_steps(session, cfg, FRIDAY + dt.timedelta(days=7, hours=1), run_id=None)
+    later = send_due_steps(session, cfg, FRIDAY + dt.timedelta(days=7, hours=2), run_id=None)
     assert later.queued == 2  # a week on, the steps go out
 
 
@@ -136,3 +138,42 @@ def test_preview_plans_each_step_in_local_and_utc_time_and_writes_nothing(
         preview(session, config, "nope", [berlin.id], FRIDAY)
     with pytest.raises(ValueError, match="no lead with id 999999"):
         preview(session, config, "new_lead_nurture", [999999], FRIDAY)
+
+
+def test_a_10_oclock_send_stays_10_oclock_local_across_the_dst_change(
+    session: Session, config: NurtureConfig
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    weekly = Cadences.model_validate(
+        {
+            "cadences": {
+                "w": {
+                    "steps": [
+                        {"wait": "0 days", "template": "welcome"},
+                        {"wait": "7 days", "template": "nurture_value"},
+                        {"wait": "7 days", "template": "nurture_checkin"},
+                    ]
+                }
+            }
+        }
+    ).cadences["w"]
+    cfg = with_cadences(config, cadences={"w": weekly})
+    assert cfg.sending.send_time_local == dt.time(10)
+    berlin = lead(session, dt.datetime(2026, 1, 5, tzinfo=dt.UTC), country="DE")
+    start = dt.datetime(2026, 3, 27, 6, tzinfo=dt.UTC)  # the Friday before the change (Mar 29)
+    enrol(session, {berlin.id: start}, "w", weekly, cfg.sending, run_id=None)
+    moments = []
+    for _ in range(3):
+        enrolment = session.scalar(select(CadenceEnrolment))
+        assert enrolment is not None and enrolment.next_due_at is not None
+        moments.append(enrolment.next_due_at)
+        send_due_steps(session, cfg, enrolment.next_due_at, run_id=None)
+    local = [m.astimezone(ZoneInfo("Europe/Berlin")) for m in moments]
+    assert [m.time() for m in local] == [dt.time(10)] * 3
+    assert [m.utcoffset() for m in local] == [
+        dt.timedelta(hours=1),
+        dt.timedelta(hours=2),
+        dt.timedelta(hours=2),
+    ]
+    assert [m.hour for m in moments] == [9, 8, 8]  # UTC moves, local time does not
