@@ -101,15 +101,22 @@ def _zones(session: Session, lead_ids: Iterable[int], sending: Sending) -> dict[
 
 
 def exit_enrolments(
-    session: Session, lead_ids: Iterable[int], reason: str, as_of: dt.datetime
+    session: Session,
+    lead_ids: Iterable[int],
+    reason: str,
+    as_of: dt.datetime,
+    cadence: str | None = None,
 ) -> int:
+    """End the leads' active enrolments (in ``cadence`` only, if given); return how many."""
     exited = 0
+    only = [CadenceEnrolment.cadence == cadence] if cadence is not None else []
     for ids in id_slices(session, list(lead_ids)):
         result = session.execute(
             update(CadenceEnrolment)
             .where(
                 among(session, CadenceEnrolment.lead_id, ids),
                 CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+                *only,
             )
             .values(
                 status=EnrolmentStatus.EXITED, ended_at=as_of, end_reason=reason, next_due_at=None

@@ -10,12 +10,13 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from tasks.cadences.enrolment import at_send_hour, exit_enrolments
 from tasks.cadences.schedule import after_wait
 from tasks.config.loader import NurtureConfig
+from tasks.config.models import Cadence
 from tasks.email.outbox import QueuedEmail, enqueue_emails
 from tasks.email.timing import recipient_zone
 from tasks.store.models import (
@@ -27,6 +28,8 @@ from tasks.store.models import (
     EnrolmentStatus,
     Lead,
     LeadStatus,
+    Opportunity,
+    OpportunityStatus,
     OutboxEmail,
     Suppression,
 )
@@ -45,7 +48,9 @@ class StepSummary:
     exited: dict[str, int] = field(default_factory=dict)
 
 
-def exit_finished_leads(session: Session, as_of: dt.datetime) -> dict[str, int]:
+def exit_finished_leads(
+    session: Session, as_of: dt.datetime, config: NurtureConfig | None = None
+) -> dict[str, int]:
     """End the active enrolments of leads who should hear no more from a cadence."""
     active = select(CadenceEnrolment.lead_id).where(
         CadenceEnrolment.status == EnrolmentStatus.ACTIVE
@@ -86,13 +91,56 @@ def exit_finished_leads(session: Session, as_of: dt.datetime) -> dict[str, int]:
         lead_ids = set(session.execute(query).scalars())
         if n := exit_enrolments(session, lead_ids, reason, as_of):
             counts[reason] = n
+    if config is not None:
+        for name, cadence in config.cadences.cadences.items():
+            for reason, query in _own_exits(name, cadence, config, as_of):
+                lead_ids = set(session.execute(query).scalars())
+                if n := exit_enrolments(session, lead_ids, reason, as_of, cadence=name):
+                    counts[reason] = counts.get(reason, 0) + n
     return counts
+
+
+def _own_exits(
+    name: str, cadence: Cadence, config: NurtureConfig, as_of: dt.datetime
+) -> list[tuple[str, Select[tuple[int]]]]:
+    """The exits a cadence adds: a booked meeting since enrolment, a deal that reached a stage."""
+    enrolled = (
+        select(CadenceEnrolment.lead_id, CadenceEnrolment.enrolled_at)
+        .where(CadenceEnrolment.status == EnrolmentStatus.ACTIVE, CadenceEnrolment.cadence == name)
+        .subquery()
+    )
+    exits: list[tuple[str, Select[tuple[int]]]] = []
+    if cadence.exit_on_meeting_booked:
+        exits.append((
+            "meeting_booked",
+            select(enrolled.c.lead_id).join(Activity, Activity.lead_id == enrolled.c.lead_id).where(
+                Activity.kind.in_([ActivityKind.MEETING_SCHEDULED, ActivityKind.MEETING_HELD]),
+                Activity.occurred_at >= enrolled.c.enrolled_at,
+                Activity.occurred_at <= as_of,
+            ),
+        ))  # fmt: skip
+    if cadence.exit_on_stage is not None:
+        order = [s.name for s in config.pipeline.stages]
+        later = (
+            order[order.index(cadence.exit_on_stage) :] if cadence.exit_on_stage in order else []
+        )
+        exits.append((
+            f"reached_{cadence.exit_on_stage}",
+            select(enrolled.c.lead_id).join(Opportunity, Opportunity.lead_id == enrolled.c.lead_id).where(
+                or_(
+                    and_(Opportunity.status == OpportunityStatus.OPEN, Opportunity.stage.in_(later)),
+                    Opportunity.status == OpportunityStatus.WON,
+                ),
+                Opportunity.stage_entered_at <= as_of,
+            ),
+        ))  # fmt: skip
+    return exits
 
 
 def send_due_steps(
     session: Session, config: NurtureConfig, as_of: dt.datetime, *, run_id: int | None
 ) -> StepSummary:
-    summary = StepSummary(exited=exit_finished_leads(session, as_of))
+    summary = StepSummary(exited=exit_finished_leads(session, as_of, config))
     due_now = (
         CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
         CadenceEnrolment.next_due_at <= as_of,

@@ -232,10 +232,21 @@ def _cross_checks(
         for j, action in enumerate(rule.then):
             if action.send:
                 need_template(action.send, "rules.yaml", ("rules", i, "then", j, "send"))
+    stage_names = [s.name for s in pipeline.stages]
     for name, cadence in cadences.cadences.items():
         for k, step in enumerate(cadence.steps):
             need_template(
                 step.template, "cadences.yaml", ("cadences", name, "steps", k, "template")
+            )
+        if cadence.exit_on_stage is not None and cadence.exit_on_stage not in stage_names:
+            stage_loc: tuple[int | str, ...] = ("cadences", name, "exit_on_stage")
+            problems.append(
+                Problem(
+                    _shown(directory / "cadences.yaml"),
+                    line_of(data["cadences.yaml"], stage_loc),
+                    f"{_dotted(stage_loc)}: no stage '{cadence.exit_on_stage}' in pipeline.yaml "
+                    f"(there are: {', '.join(stage_names)})",
+                )
             )
     owners: Owners = models["owners.yaml"]  # type: ignore[assignment]
     for loc, message in owners.region_problems():

@@ -302,9 +302,18 @@ class Step(Strict):
 
 
 class Cadence(Strict):
+    """A sequence of emails. Every cadence ends for a lead who replies, unsubscribes, bounces, is
+    disqualified or becomes a customer; these add exits of its own."""
+
     description: str | None = None
     enrol: Literal["new_leads", "reopened", "manual"] = "manual"
     steps: list[Step] = Field(min_length=1)
+    exit_on_meeting_booked: bool = Field(
+        default=False, description="End for a lead once a meeting is booked with them"
+    )
+    exit_on_stage: Name | None = Field(
+        default=None, description="End once the lead has a deal in this stage or a later one"
+    )
 
 
 class Caps(Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -177,3 +178,49 @@ def test_a_10_oclock_send_stays_10_oclock_local_across_the_dst_change(
         dt.timedelta(hours=2),
     ]
     assert [m.hour for m in moments] == [9, 8, 8]  # UTC moves, local time does not
+
+
+def test_a_cadence_can_end_on_a_booked_meeting_or_a_stage_reached(
+    session: Session, config: NurtureConfig
+) -> None:
+    from tasks.store.models import Activity, ActivityKind, EnrolmentStatus
+    from tests.builders import deal
+
+    cadence = config.cadences.cadences["new_lead_nurture"]
+    assert cadence.exit_on_meeting_booked and cadence.exit_on_stage == "demo"
+    start = dt.datetime(2026, 3, 2, 6, tzinfo=dt.UTC)
+    met, advanced, early, quiet = (lead(session, start - dt.timedelta(days=40)) for _ in range(4))
+    enrol(session, {p.id: start for p in (met, advanced, early, quiet)}, "new_lead_nurture", cadence,
+          config.sending, run_id=None)  # fmt: skip
+    session.add(
+        Activity(
+            lead_id=met.id,
+            kind=ActivityKind.MEETING_SCHEDULED,
+            occurred_at=start + dt.timedelta(days=1),
+        )
+    )
+    deal(session, advanced.id, "proposal", start + dt.timedelta(days=2))  # past demo
+    deal(session, early.id, "discovery", start + dt.timedelta(days=2))  # not yet
+    session.flush()
+    summary = send_due_steps(session, config, start + dt.timedelta(days=3), run_id=None)
+    assert summary.exited == {"meeting_booked": 1, "reached_demo": 1}
+    ended = {e.lead_id: (e.status, e.end_reason) for e in session.scalars(select(CadenceEnrolment))}
+    assert ended[met.id] == (EnrolmentStatus.EXITED, "meeting_booked")
+    assert ended[advanced.id] == (EnrolmentStatus.EXITED, "reached_demo")
+    assert ended[early.id][0] is ended[quiet.id][0] is EnrolmentStatus.ACTIVE
+
+
+def test_an_exit_stage_must_exist(tmp_path: Path) -> None:
+    import shutil
+
+    from tasks.config.loader import ConfigError, load_config
+
+    directory = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", directory)
+    path = directory / "cadences.yaml"
+    path.write_text(path.read_text().replace("exit_on_stage: demo", "exit_on_stage: dmeo"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(directory)
+    assert any(
+        "cadences.yaml" in str(p) and "no stage 'dmeo'" in str(p) for p in caught.value.problems
+    )
