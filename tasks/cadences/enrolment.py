@@ -68,6 +68,7 @@ def enrol(
             "next_step": 0,
             "next_due_at": first_due(start, cadence, sending, holidays, zones.get(lead_id)),
             "run_id": run_id,
+            "steps": cadence.snapshot(),
         }
         for lead_id, start in sorted(starts.items())
     ]

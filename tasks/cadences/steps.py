@@ -7,8 +7,10 @@ unsubscribed leaves every cadence before anything more is queued for them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 from tasks.cadences.enrolment import at_send_hour, exit_enrolments
 from tasks.cadences.schedule import after_wait
 from tasks.config.loader import NurtureConfig
-from tasks.config.models import Cadence
+from tasks.config.models import Cadence, Step
 from tasks.email.outbox import QueuedEmail, enqueue_emails
 from tasks.email.timing import recipient_zone
 from tasks.store.models import (
@@ -137,6 +139,24 @@ def _own_exits(
     return exits
 
 
+def _steps_for(enrolment: CadenceEnrolment, cadence: Cadence, config: NurtureConfig) -> list[Step]:
+    """The steps this enrolment follows: the version it started on (``finish_started``, as
+    long as its templates still exist), else the cadence as it is now, which it then records."""
+    current = cadence.snapshot()
+    if enrolment.steps and enrolment.steps != current and cadence.on_change == "finish_started":
+        started = _parsed(json.dumps(enrolment.steps, sort_keys=True))
+        if all(step.template in config.templates for step in started):
+            return started
+    if enrolment.steps != current:
+        enrolment.steps = current
+    return list(cadence.steps)
+
+
+@lru_cache(maxsize=256)
+def _parsed(snapshot: str) -> list[Step]:
+    return [Step.model_validate(step) for step in json.loads(snapshot)]
+
+
 def send_due_steps(
     session: Session, config: NurtureConfig, as_of: dt.datetime, *, run_id: int | None
 ) -> StepSummary:
@@ -186,12 +206,13 @@ def send_due_steps(
             summary.capped += 1
             continue
         cadence = config.cadences.cadences.get(enrolment.cadence)
-        if cadence is None or enrolment.next_step >= len(cadence.steps):
+        steps = _steps_for(enrolment, cadence, config) if cadence is not None else []
+        if cadence is None or enrolment.next_step >= len(steps):
             enrolment.status = EnrolmentStatus.COMPLETED
             enrolment.ended_at = as_of
             enrolment.end_reason = "cadence removed" if cadence is None else "finished"
             continue
-        step = cadence.steps[enrolment.next_step]
+        step = steps[enrolment.next_step]
         assert enrolment.next_due_at is not None
         emails.append(
             QueuedEmail(
@@ -206,7 +227,7 @@ def send_due_steps(
         )
         this_week[enrolment.lead_id] += 1
         enrolment.next_step += 1
-        if enrolment.next_step >= len(cadence.steps):
+        if enrolment.next_step >= len(steps):
             enrolment.status = EnrolmentStatus.COMPLETED
             enrolment.ended_at = as_of
             enrolment.end_reason = "finished"
@@ -219,7 +240,7 @@ def send_due_steps(
                 enrolment.next_due_at,
                 at_send_hour(as_of, config.sending, zone) - dt.timedelta(days=1),
             )
-            wait = cadence.steps[enrolment.next_step].wait
+            wait = steps[enrolment.next_step].wait
             enrolment.next_due_at = at_send_hour(
                 after_wait(base, wait, holidays), config.sending, zone
             )

@@ -314,6 +314,14 @@ class Cadence(Strict):
     exit_on_stage: Name | None = Field(
         default=None, description="End once the lead has a deal in this stage or a later one"
     )
+    on_change: Literal["finish_started", "next_step"] = Field(
+        default="finish_started",
+        description="When this cadence is edited, leads already in it finish the version they "
+        "started (finish_started) or take the new one from their next step (next_step)",
+    )
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [step.model_dump(mode="json") for step in self.steps]
 
 
 class Caps(Strict):

@@ -414,6 +414,9 @@ class CadenceEnrolment(Base):
     ended_at: Mapped[dt.datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(64))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    # The cadence's steps as they were when the lead started (or last moved to a new version):
+    # an edit to the cadence does not surprise a lead already in it (see the cadence's on_change).
+    steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     __table_args__ = (
         # A lead is in a given cadence at most once at a time.

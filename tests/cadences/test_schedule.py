@@ -224,3 +224,57 @@ def test_an_exit_stage_must_exist(tmp_path: Path) -> None:
     assert any(
         "cadences.yaml" in str(p) and "no stage 'dmeo'" in str(p) for p in caught.value.problems
     )
+
+
+@pytest.mark.parametrize("policy", ["finish_started", "next_step"])
+def test_editing_a_running_cadence_follows_its_policy(
+    session: Session, config: NurtureConfig, policy: str
+) -> None:
+    def cadence(second: str, wait: str) -> object:
+        return Cadences.model_validate(
+            {
+                "cadences": {
+                    "c": {
+                        "on_change": policy,
+                        "steps": [
+                            {"wait": "0 days", "template": "welcome"},
+                            {"wait": wait, "template": second},
+                            {"wait": "3 days", "template": "nurture_last_touch"},
+                        ],
+                    }
+                }
+            }
+        ).cadences["c"]
+
+    before = cadence("nurture_value", "2 days")
+    after = cadence("nurture_case_study", "5 days")
+    start = dt.datetime(2026, 3, 2, 6, tzinfo=dt.UTC)
+    early = lead(session, start - dt.timedelta(days=40))
+    enrol(session, {early.id: start}, "c", before, config.sending, run_id=None)  # type: ignore[arg-type]
+    send_due_steps(
+        session,
+        with_cadences(config, cadences={"c": before}),
+        start + dt.timedelta(hours=12),
+        run_id=None,
+    )
+    edited = with_cadences(config, cadences={"c": after})
+    late = lead(session, start - dt.timedelta(days=40))
+    enrol(session, {late.id: start}, "c", after, config.sending, run_id=None)  # type: ignore[arg-type]
+    day = start + dt.timedelta(hours=12)
+    for _ in range(12):  # every day for twelve days, as the daily flow would
+        send_due_steps(session, edited, day, run_id=None)
+        day += dt.timedelta(days=1)
+    sent = {
+        lead_id: [t for _, t in sorted((d, t) for lid, d, t in rows if lid == lead_id)]
+        for rows in [
+            session.execute(select(OutboxEmail.lead_id, OutboxEmail.due_at, OutboxEmail.template))
+            .tuples()
+            .all()
+        ]
+        for lead_id in (early.id, late.id)
+    }
+    assert sent[late.id] == ["welcome", "nurture_case_study", "nurture_last_touch"]
+    if policy == "finish_started":
+        assert sent[early.id] == ["welcome", "nurture_value", "nurture_last_touch"]
+    else:
+        assert sent[early.id] == ["welcome", "nurture_case_study", "nurture_last_touch"]
