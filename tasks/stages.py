@@ -17,6 +17,7 @@ from prefect.cache_policies import NONE
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from tasks.cadences.audience import enrol_audiences
 from tasks.cadences.steps import send_due_steps
 from tasks.config.loader import NurtureConfig, config_dir, load_config
 from tasks.deals.close import close_dead_deals
@@ -82,7 +83,10 @@ def stage_reopen(
 def stage_cadences(
     session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
 ) -> dict[str, Any]:
-    return asdict(send_due_steps(session, config, as_of, run_id=run_id))
+    enrolled = enrol_audiences(session, config, as_of, run_id=run_id)
+    summary = send_due_steps(session, config, as_of, run_id=run_id)
+    summary.enrolled = enrolled
+    return asdict(summary)
 
 
 STAGES = {

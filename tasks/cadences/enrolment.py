@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from tasks.cadences.schedule import after_wait
+from tasks.cadences.schedule import after_wait, next_occurrence
 from tasks.config.models import Cadence, Sending
 from tasks.email.timing import recipient_zone, wall_clock
 from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
@@ -44,6 +44,8 @@ def first_due(
     holidays: Sequence[dt.date] = (),
     zone: ZoneInfo | None = None,
 ) -> dt.datetime:
+    if cadence.schedule is not None:
+        return at_send_hour(next_occurrence(cadence.schedule, start, start), sending, zone)
     return at_send_hour(after_wait(start, cadence.steps[0].wait, holidays), sending, zone)
 
 

@@ -25,3 +25,17 @@ def after_wait(
         day = add_business_days(moment.date(), wait.days, holidays)
         return dt.datetime.combine(day, moment.timetz())
     return moment + wait
+
+
+def next_occurrence(rule: str, start: dt.datetime, after: dt.datetime) -> dt.datetime:
+    """The first day of ``rule`` (an RRULE counted from ``start``'s day) after ``after``'s day,
+    as midnight UTC; the send time is applied by the caller."""
+    from dateutil.rrule import rrulestr
+
+    origin = dt.datetime.combine(start.date(), dt.time())
+    occurrence = rrulestr(rule, dtstart=origin).after(
+        dt.datetime.combine(after.date(), dt.time()), inc=False
+    )
+    if occurrence is None:
+        raise ValueError(f"the schedule {rule!r} has no day after {after:%Y-%m-%d}")
+    return occurrence.replace(tzinfo=dt.UTC)

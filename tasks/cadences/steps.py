@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from tasks.cadences.enrolment import at_send_hour, exit_enrolments
-from tasks.cadences.schedule import after_wait
+from tasks.cadences.schedule import after_wait, next_occurrence
 from tasks.config.loader import NurtureConfig
 from tasks.config.models import Cadence, Step
 from tasks.email.outbox import QueuedEmail, enqueue_emails
@@ -47,6 +47,7 @@ class StepSummary:
     queued: int = 0
     completed: int = 0
     capped: int = 0  # steps put off a day by the per-lead weekly cap
+    enrolled: dict[str, int] = field(default_factory=dict)  # audience cadences, per cadence
     exited: dict[str, int] = field(default_factory=dict)
 
 
@@ -240,10 +241,11 @@ def send_due_steps(
                 enrolment.next_due_at,
                 at_send_hour(as_of, config.sending, zone) - dt.timedelta(days=1),
             )
-            wait = steps[enrolment.next_step].wait
-            enrolment.next_due_at = at_send_hour(
-                after_wait(base, wait, holidays), config.sending, zone
-            )
+            if cadence.schedule is not None:
+                moment = next_occurrence(cadence.schedule, enrolment.enrolled_at, base)
+            else:
+                moment = after_wait(base, steps[enrolment.next_step].wait, holidays)
+            enrolment.next_due_at = at_send_hour(moment, config.sending, zone)
         if len(emails) >= BATCH:
             summary.queued += len(
                 enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of)

@@ -297,8 +297,24 @@ Wait = Annotated[
 
 
 class Step(Strict):
-    wait: Wait = Field(description="Time after the previous step (or after enrolment)")
+    wait: Wait = Field(
+        default_factory=relativedelta,
+        description="Time after the previous step (or after enrolment); "
+        "ignored in a cadence with a schedule",
+    )
     template: Name
+
+
+def _rrule(value: Any) -> Any:
+    from dateutil.rrule import rrulestr
+
+    if not isinstance(value, str):
+        raise ValueError("expected an RRULE such as 'FREQ=MONTHLY;BYDAY=TU;BYSETPOS=2'")
+    try:
+        rrulestr(value, dtstart=dt.datetime(2026, 1, 1))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a valid RRULE ({exc})") from None
+    return value
 
 
 class Cadence(Strict):
@@ -306,7 +322,28 @@ class Cadence(Strict):
     disqualified or becomes a customer; these add exits of its own."""
 
     description: str | None = None
-    enrol: Literal["new_leads", "reopened", "manual"] = "manual"
+    enrol: Literal["new_leads", "reopened", "audience", "manual"] = "manual"
+    audience: ConditionText | None = Field(
+        default=None,
+        description="enrol: audience - who is enrolled each day, a condition over lead facts "
+        "(status, grade, source, country, tags, timing, ...)",
+    )
+    reenrol: Literal["once", "if_not_active", "anytime"] = Field(
+        default="if_not_active",
+        description="Audience enrolment: once ever, again once not active, or anytime",
+    )
+    min_gap: Duration = Field(
+        default_factory=relativedelta,
+        description="Audience enrolment: at least this long since the lead's last enrolment ended",
+    )
+    exclusive: bool = Field(
+        default=False, description="A lead is in at most one exclusive cadence at a time"
+    )
+    schedule: Annotated[str, BeforeValidator(_rrule)] | None = Field(
+        default=None,
+        description="An RRULE: step k goes out at the rule's k-th occurrence after enrolment "
+        "(waits ignored), e.g. FREQ=MONTHLY;BYDAY=TU;BYSETPOS=2",
+    )
     steps: list[Step] = Field(min_length=1)
     exit_on_meeting_booked: bool = Field(
         default=False, description="End for a lead once a meeting is booked with them"
@@ -322,6 +359,14 @@ class Cadence(Strict):
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [step.model_dump(mode="json") for step in self.steps]
+
+    @model_validator(mode="after")
+    def _audience_when_needed(self) -> Cadence:
+        if self.enrol == "audience" and self.audience is None:
+            raise ValueError("enrol: audience needs an audience condition")
+        if self.audience is not None and self.enrol != "audience":
+            raise ValueError("an audience is only read with enrol: audience")
+        return self
 
 
 class Caps(Strict):
