@@ -140,6 +140,26 @@ def _own_exits(
     return exits
 
 
+def _today_counts(session: Session, as_of: dt.datetime) -> dict[tuple[str, object], int]:
+    """Cadence emails already due in the 24 hours to ``as_of``, per recipient domain and owner."""
+    rows = session.execute(
+        select(Lead.email_key, Lead.owner_id)
+        .join(OutboxEmail, OutboxEmail.lead_id == Lead.id)
+        .where(
+            OutboxEmail.enrolment_id.is_not(None),
+            OutboxEmail.status.in_(COUNTED),
+            OutboxEmail.due_at > as_of - dt.timedelta(days=1),
+            OutboxEmail.due_at <= as_of,
+        )
+    ).tuples()
+    counts: dict[tuple[str, object], int] = defaultdict(int)
+    for address, owner_id in rows:
+        counts[("domain", (address or "").rpartition("@")[2])] += 1
+        if owner_id is not None:
+            counts[("owner", owner_id)] += 1
+    return dict(counts)
+
+
 def _steps_for(enrolment: CadenceEnrolment, cadence: Cadence, config: NurtureConfig) -> list[Step]:
     """The steps this enrolment follows: the version it started on (``finish_started``, as
     long as its templates still exist), else the cadence as it is now, which it then records."""
@@ -168,7 +188,7 @@ def send_due_steps(
         Lead.created_at <= as_of,
     )
     due = session.execute(
-        select(CadenceEnrolment, Lead.country, Lead.phone)
+        select(CadenceEnrolment, Lead.country, Lead.phone, Lead.email_key, Lead.owner_id)
         .join(Lead, Lead.id == CadenceEnrolment.lead_id)
         .where(*due_now)
         .order_by(CadenceEnrolment.id)
@@ -196,14 +216,25 @@ def send_due_steps(
             .tuples()
             .all()
         )
+    caps = config.cadences.caps
+    daily_caps = caps.per_domain_per_day is not None or caps.per_owner_per_day is not None
+    today = _today_counts(session, as_of) if daily_caps else {}
     emails: list[QueuedEmail] = []
     local = config.sending.send_time_local is not None
-    for enrolment, country, phone in due:
+    for enrolment, country, phone, address, owner_id in due:
         holidays = config.cadences.holidays_for(country)
         zone = recipient_zone(phone, country, config.sending.default_timezone) if local else None
-        if cap is not None and this_week[enrolment.lead_id] >= cap:
-            # Over the cap: this step waits a day (and is counted again then).
-            enrolment.next_due_at = at_send_hour(as_of + dt.timedelta(days=1), config.sending, zone)
+        domain = ("domain", (address or "").rpartition("@")[2])
+        owner = ("owner", owner_id)
+        over_day = (caps.per_domain_per_day is not None and today.get(domain, 0) >= caps.per_domain_per_day) or (
+            caps.per_owner_per_day is not None and owner_id is not None
+            and today.get(owner, 0) >= caps.per_owner_per_day
+        )  # fmt: skip
+        if (cap is not None and this_week[enrolment.lead_id] >= cap) or over_day:
+            # Over a cap: this step waits for the next send time (and is counted again then).
+            enrolment.next_due_at = at_send_hour(
+                as_of + dt.timedelta(hours=1), config.sending, zone
+            )
             summary.capped += 1
             continue
         cadence = config.cadences.cadences.get(enrolment.cadence)
@@ -227,6 +258,9 @@ def send_due_steps(
             )
         )
         this_week[enrolment.lead_id] += 1
+        if daily_caps:
+            today[domain] = today.get(domain, 0) + 1
+            today[owner] = today.get(owner, 0) + 1
         enrolment.next_step += 1
         if enrolment.next_step >= len(steps):
             enrolment.status = EnrolmentStatus.COMPLETED

@@ -375,6 +375,12 @@ class Caps(Strict):
     per_lead_per_week: int | None = Field(
         default=None, ge=1, description="Emails a lead gets in any 7 days, all cadences together"
     )
+    per_domain_per_day: int | None = Field(
+        default=None, ge=1, description="Cadence emails to one recipient domain per day"
+    )
+    per_owner_per_day: int | None = Field(
+        default=None, ge=1, description="Cadence emails sent in one owner's name per day"
+    )
 
 
 class Cadences(Strict):

@@ -278,3 +278,28 @@ def test_editing_a_running_cadence_follows_its_policy(
         assert sent[early.id] == ["welcome", "nurture_value", "nurture_last_touch"]
     else:
         assert sent[early.id] == ["welcome", "nurture_case_study", "nurture_last_touch"]
+
+
+def test_daily_caps_per_recipient_domain_and_per_owner(
+    session: Session, config: NurtureConfig
+) -> None:
+    from tests.builders import owner
+
+    cadence = Cadences.model_validate(
+        {"cadences": {"c": {"steps": [{"wait": "0 days", "template": "welcome"}]}}}
+    ).cadences["c"]
+    cfg = with_cadences(
+        config, cadences={"c": cadence}, caps=Caps(per_domain_per_day=2, per_owner_per_day=3)
+    )
+    rep = owner(session)
+    start = dt.datetime(2026, 3, 2, 6, tzinfo=dt.UTC)
+    same_domain = [
+        lead(session, start - dt.timedelta(days=9), email=f"p{i}@bigco.example") for i in range(3)
+    ]
+    one_owner = [lead(session, start - dt.timedelta(days=9), owner_id=rep.id) for _ in range(4)]
+    everyone = same_domain + one_owner
+    enrol(session, {p.id: start for p in everyone}, "c", cadence, cfg.sending, run_id=None)
+    first = send_due_steps(session, cfg, start + dt.timedelta(hours=12), run_id=None)
+    assert (first.queued, first.capped) == (5, 2)  # 2 of 3 at bigco, 3 of 4 for the rep
+    second = send_due_steps(session, cfg, start + dt.timedelta(days=1, hours=12), run_id=None)
+    assert (second.queued, second.capped) == (2, 0)  # the next day, the rest
