@@ -89,6 +89,7 @@ def import_leads_task(
                             config.sending,
                             run_id=run.id,
                             holidays=config.cadences.holidays_for(None),
+                            exclusive_with=config.cadences.exclusive_except(name),
                         )
                     )
         counts = {**result.counts, "enrolled": enrolled, **graded, "run_id": run.id}

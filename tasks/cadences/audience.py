@@ -72,6 +72,7 @@ def enrol_audiences(
             ids = enrol(
                 session, starts, name, cadence, config.sending, run_id=run_id,
                 holidays=config.cadences.holidays_for(None),
+                exclusive_with=config.cadences.exclusive_except(name),
             )  # fmt: skip
             enrolled[name] = len(ids)
     return enrolled

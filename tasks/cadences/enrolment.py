@@ -58,8 +58,14 @@ def enrol(
     *,
     run_id: int | None,
     holidays: Sequence[dt.date] = (),
+    exclusive_with: Sequence[str] = (),
 ) -> list[int]:
-    """Enrol each lead from its start moment; a lead already active in the cadence is skipped."""
+    """Enrol each lead from its start moment; a lead already active in the cadence is skipped,
+    and so is one active in any of ``exclusive_with`` (the other exclusive cadences, when this
+    one is exclusive)."""
+    if cadence.exclusive and exclusive_with:
+        busy = _active_in(session, starts, exclusive_with)
+        starts = {lead: at for lead, at in starts.items() if lead not in busy}
     zones = _zones(session, starts, sending) if sending.send_time_local is not None else {}
     rows = [
         {
@@ -91,6 +97,21 @@ def enrol(
                 .execution_options(synchronize_session="fetch")
             )
     return ids
+
+
+def _active_in(session: Session, lead_ids: Iterable[int], cadences: Sequence[str]) -> set[int]:
+    busy: set[int] = set()
+    for ids in id_slices(session, sorted(lead_ids)):
+        busy.update(
+            session.scalars(
+                select(CadenceEnrolment.lead_id).where(
+                    among(session, CadenceEnrolment.lead_id, ids),
+                    CadenceEnrolment.cadence.in_(list(cadences)),
+                    CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
+                )
+            )
+        )
+    return busy
 
 
 def _zones(session: Session, lead_ids: Iterable[int], sending: Sending) -> dict[int, ZoneInfo]:

@@ -46,7 +46,8 @@ COUNTED = (EmailStatus.QUEUED, EmailStatus.CLAIMED, EmailStatus.SENDING, EmailSt
 class StepSummary:
     queued: int = 0
     completed: int = 0
-    capped: int = 0  # steps put off a day by the per-lead weekly cap
+    capped: int = 0  # steps put off by a cap
+    skipped: int = 0  # steps whose time had passed, skipped by catch_up: latest
     enrolled: dict[str, int] = field(default_factory=dict)  # audience cadences, per cadence
     exited: dict[str, int] = field(default_factory=dict)
 
@@ -138,6 +139,31 @@ def _own_exits(
             ),
         ))  # fmt: skip
     return exits
+
+
+def _skip_to_latest(
+    enrolment: CadenceEnrolment,
+    cadence: Cadence,
+    steps: list[Step],
+    holidays: list[dt.date],
+    as_of: dt.datetime,
+) -> int:
+    """Move an overdue enrolment to the latest step whose planned time has come; return how
+    many steps it skipped (never the last one's send: one email goes out)."""
+    assert enrolment.next_due_at is not None
+    planned = enrolment.next_due_at
+    skipped = 0
+    while enrolment.next_step + 1 < len(steps):
+        if cadence.schedule is not None:
+            following = next_occurrence(cadence.schedule, enrolment.enrolled_at, planned)
+        else:
+            following = after_wait(planned, steps[enrolment.next_step + 1].wait, holidays)
+        if following > as_of:
+            break
+        planned = following
+        enrolment.next_step += 1
+        skipped += 1
+    return skipped
 
 
 def _today_counts(session: Session, as_of: dt.datetime) -> dict[tuple[str, object], int]:
@@ -244,8 +270,10 @@ def send_due_steps(
             enrolment.ended_at = as_of
             enrolment.end_reason = "cadence removed" if cadence is None else "finished"
             continue
-        step = steps[enrolment.next_step]
         assert enrolment.next_due_at is not None
+        if cadence.catch_up == "latest":
+            summary.skipped += _skip_to_latest(enrolment, cadence, steps, holidays, as_of)
+        step = steps[enrolment.next_step]
         emails.append(
             QueuedEmail(
                 dedupe_key=f"cadence:{enrolment.id}:{enrolment.next_step}",
@@ -255,6 +283,7 @@ def send_due_steps(
                 due_at=enrolment.next_due_at,
                 enrolment_id=enrolment.id,
                 step=enrolment.next_step,
+                hours=step.window,
             )
         )
         this_week[enrolment.lead_id] += 1

@@ -303,6 +303,11 @@ class Step(Strict):
         "ignored in a cadence with a schedule",
     )
     template: Name
+    window: BusinessHours | None = Field(
+        default=None,
+        description="This step's own send window in the recipient's zone, instead of "
+        "sending.yaml's business_hours (e.g. mornings only)",
+    )
 
 
 def _rrule(value: Any) -> Any:
@@ -345,6 +350,12 @@ class Cadence(Strict):
         "(waits ignored), e.g. FREQ=MONTHLY;BYDAY=TU;BYSETPOS=2",
     )
     steps: list[Step] = Field(min_length=1)
+    catch_up: Literal["next_step", "latest"] = Field(
+        default="next_step",
+        description="An enrolment found overdue (a paused cadence, a run that did not happen): "
+        "send its next step (next_step) or skip to the latest step whose time has come (latest); "
+        "either way one email, and the step after waits its full interval",
+    )
     exit_on_meeting_booked: bool = Field(
         default=False, description="End for a lead once a meeting is booked with them"
     )
@@ -389,6 +400,10 @@ class Cadences(Strict):
     # ``default`` for recipients of any other country or none.
     holidays: dict[str, list[dt.date]] = Field(default_factory=dict)
     caps: Caps = Field(default_factory=Caps)
+
+    def exclusive_except(self, name: str) -> list[str]:
+        """The exclusive cadences other than ``name``."""
+        return [n for n, c in self.cadences.items() if c.exclusive and n != name]
 
     def holidays_for(self, country: str | None) -> list[dt.date]:
         if country and country.upper() in self.holidays:
@@ -708,3 +723,7 @@ FILES: dict[str, type[Strict]] = {
     "ingest.yaml": Ingest,
     "grading.yaml": Grading,
 }
+
+
+# Step names BusinessHours, defined with sending.yaml's models further down.
+Step.model_rebuild()

@@ -208,6 +208,7 @@ def reopen_due_followups(
     enrol(
         session, to_enrol, reopen_cfg.cadence, cadence, config.sending, run_id=run_id,
         holidays=config.cadences.holidays_for(None),
+        exclusive_with=config.cadences.exclusive_except(reopen_cfg.cadence),
     )  # fmt: skip
     summary.emails = len(enqueue_emails(session, config, emails, run_id=run_id, as_of=as_of))
     return summary

@@ -16,7 +16,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
-from tasks.config.models import Sending
+from tasks.config.models import BusinessHours, Sending
 from tasks.email.timing import recipient_zone, within_hours
 from tasks.email.tokens import email_token
 from tasks.store.models import EmailStatus, Lead, OutboxEmail, Owner, Suppression
@@ -37,6 +37,7 @@ class QueuedEmail:
     enrolment_id: int | None = None
     step: int | None = None
     decision_id: int | None = None
+    hours: BusinessHours | None = None  # a cadence step's own send window, else sending.yaml's
 
 
 def unsubscribe_url(sending: Sending, dedupe_key: str) -> str:
@@ -145,7 +146,7 @@ def _row(
         "due_at": within_hours(
             email.due_at,
             recipient_zone(person.phone, person.country, sending.default_timezone),
-            sending.business_hours,
+            email.hours or sending.business_hours,
         ),
         "created_at": as_of,
         "attempts": 0,

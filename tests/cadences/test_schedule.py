@@ -303,3 +303,108 @@ def test_daily_caps_per_recipient_domain_and_per_owner(
     assert (first.queued, first.capped) == (5, 2)  # 2 of 3 at bigco, 3 of 4 for the rep
     second = send_due_steps(session, cfg, start + dt.timedelta(days=1, hours=12), run_id=None)
     assert (second.queued, second.capped) == (2, 0)  # the next day, the rest
+
+
+def test_a_step_window_overrides_business_hours(session: Session, config: NurtureConfig) -> None:
+    from zoneinfo import ZoneInfo
+
+    cadence = Cadences.model_validate(
+        {
+            "cadences": {
+                "c": {
+                    "steps": [
+                        {
+                            "wait": "0 days",
+                            "template": "welcome",
+                            "window": {"start": "14:00", "end": "15:00", "days": ["wed"]},
+                        }
+                    ]
+                }
+            }
+        }
+    ).cadences["c"]
+    cfg = with_cadences(config, cadences={"c": cadence})
+    monday = dt.datetime(2026, 3, 2, 6, tzinfo=dt.UTC)
+    person = lead(session, monday - dt.timedelta(days=30), country="DE")
+    enrol(session, {person.id: monday}, "c", cadence, cfg.sending, run_id=None)
+    send_due_steps(session, cfg, monday + dt.timedelta(hours=12), run_id=None)
+    due = session.scalar(select(OutboxEmail.due_at))
+    assert due is not None
+    local = due.astimezone(ZoneInfo("Europe/Berlin"))
+    assert (local.date(), local.time()) == (dt.date(2026, 3, 4), dt.time(14))  # Wednesday 14:00
+
+
+@pytest.mark.parametrize("policy", ["next_step", "latest"])
+def test_a_paused_cadence_never_bursts(
+    session: Session, config: NurtureConfig, policy: str
+) -> None:
+    base = config.cadences.cadences["new_lead_nurture"]
+    cadence = base.model_copy(update={"catch_up": policy, "exclusive": False})
+    cfg = with_cadences(config, cadences={"new_lead_nurture": cadence})
+    start = dt.datetime(2026, 3, 2, 6, tzinfo=dt.UTC)
+    person = lead(session, start - dt.timedelta(days=30))
+    enrol(session, {person.id: start}, "new_lead_nurture", cadence, cfg.sending, run_id=None)
+    # Nothing ran for three weeks (the server was down): then the flow runs again, daily.
+    resumed = start + dt.timedelta(days=21, hours=20)
+    first = send_due_steps(session, cfg, resumed, run_id=None)
+    second = send_due_steps(session, cfg, resumed + dt.timedelta(days=1), run_id=None)
+    templates = list(session.scalars(select(OutboxEmail.template).order_by(OutboxEmail.id)))
+    assert first.queued == 1 and second.queued == 0  # one email, and the next waits its interval
+    if policy == "latest":
+        assert templates == ["nurture_last_touch"] and first.skipped == 4
+    else:
+        assert templates == ["welcome"] and first.skipped == 0
+
+
+def test_an_exclusive_cadence_takes_no_lead_active_in_another(
+    session: Session, config: NurtureConfig
+) -> None:
+    cadences = config.cadences.cadences
+    assert cadences["new_lead_nurture"].exclusive and cadences["not_now_nurture"].exclusive
+    person = lead(session, FRIDAY - dt.timedelta(days=30))
+    enrol(session, {person.id: FRIDAY}, "not_now_nurture", cadences["not_now_nurture"], config.sending,
+          run_id=None, exclusive_with=config.cadences.exclusive_except("not_now_nurture"))  # fmt: skip
+    taken = enrol(session, {person.id: FRIDAY}, "new_lead_nurture", cadences["new_lead_nurture"],
+                  config.sending, run_id=None, exclusive_with=config.cadences.exclusive_except("new_lead_nurture"))  # fmt: skip
+    assert taken == []
+    assert [e.cadence for e in session.scalars(select(CadenceEnrolment))] == ["not_now_nurture"]
+
+
+def test_a_reply_mid_cadence_a_bounce_and_a_late_joiner(
+    session: Session, config: NurtureConfig
+) -> None:
+    from tasks.store.models import Activity, ActivityKind, Delivery, EnrolmentStatus
+
+    cadence = config.cadences.cadences["new_lead_nurture"]
+    start = dt.datetime(2026, 3, 2, 6, tzinfo=dt.UTC)
+    replier, bouncer, steady = (lead(session, start - dt.timedelta(days=30)) for _ in range(3))
+    enrol(session, {p.id: start for p in (replier, bouncer, steady)}, "new_lead_nurture", cadence,
+          config.sending, run_id=None)  # fmt: skip
+    day = start + dt.timedelta(hours=20)
+    send_due_steps(session, config, day, run_id=None)
+    session.add(
+        Activity(
+            lead_id=replier.id, kind=ActivityKind.REPLY, occurred_at=day + dt.timedelta(days=1)
+        )
+    )
+    first_to_bouncer = session.scalar(select(OutboxEmail).where(OutboxEmail.lead_id == bouncer.id))
+    assert first_to_bouncer is not None
+    first_to_bouncer.delivery = Delivery.BOUNCED
+    late = lead(session, start - dt.timedelta(days=30))
+    for n in range(1, 40):
+        if n == 10:  # joins ten days late: starts at step one, no burst of past steps
+            enrol(session, {late.id: day}, "new_lead_nurture", cadence, config.sending, run_id=None)
+        day += dt.timedelta(days=1)
+        send_due_steps(session, config, day, run_id=None)
+        send_due_steps(session, config, day, run_id=None)  # a rerun the same day changes nothing
+    sent = {p.id: len(session.scalars(select(OutboxEmail.id).where(OutboxEmail.lead_id == p.id)).all())
+            for p in (replier, bouncer, steady, late)}  # fmt: skip
+    assert sent == {replier.id: 1, bouncer.id: 1, steady.id: 5, late.id: 5}
+    ended = {e.lead_id: e.end_reason for e in session.scalars(select(CadenceEnrolment))}
+    assert ended[replier.id] == "replied" and ended[bouncer.id] == "bounced"
+    assert ended[steady.id] == ended[late.id] == "finished"
+    keys = session.scalars(select(OutboxEmail.dedupe_key)).all()
+    assert len(keys) == len(set(keys)) == 12
+    assert EnrolmentStatus.ACTIVE not in {
+        e.status for e in session.scalars(select(CadenceEnrolment))
+    }
