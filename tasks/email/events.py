@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from tasks.ingest.normalise import email_key
@@ -183,6 +183,7 @@ def apply_events(
         summary.by_event[e.event] = summary.by_event.get(e.event, 0) + 1
     summary.reconciled = _reconcile(session, fresh, emails)
     _record_delivery(session, fresh, emails)
+    _record_engagement(session, fresh, emails)
     summary.suppressed = suppress(
         session,
         [(e.email, reason) for e in fresh if (reason := _suppression_reason(e)) is not None],
@@ -312,6 +313,26 @@ def _record_delivery(
                 .values(delivery=delivery)
                 .execution_options(synchronize_session=False)
             )
+
+
+def _record_engagement(
+    session: Session, events: Sequence[SendGridEvent], emails: dict[str, tuple[int, int]]
+) -> None:
+    """The earliest open and click of each email, whatever order the events come in."""
+    first: dict[tuple[str, int], dt.datetime] = {}
+    for e in events:
+        if e.event in ("open", "click") and e.sg_event_id in emails:
+            key = (e.event, emails[e.sg_event_id][0])
+            if key not in first or e.occurred_at < first[key]:
+                first[key] = e.occurred_at
+    for (kind, email_id), at in sorted(first.items()):
+        column = OutboxEmail.opened_at if kind == "open" else OutboxEmail.clicked_at
+        session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.id == email_id, or_(column.is_(None), column > at))
+            .values({column: at})
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _suppression_reason(e: SendGridEvent) -> SuppressionReason | None:

@@ -45,6 +45,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     )
     table.add_row("open deals, owner warned", _n(summary["open_deals_owner_warned"]))
     table.add_row("emails by status", _join(summary["emails_by_status"]))
+    table.add_row("emails opened / clicked", _join(summary.get("emails_engaged", {})))
     console.print(table)
     sources = Table(
         title="Conversion by lead source",

@@ -157,6 +157,22 @@ def pipeline_summary(session: Session) -> dict[str, Any]:
         "win_back_by_lost_reason": win_back,
         "open_deals_owner_warned": int(at_risk),
         "emails_by_status": emails,
+        "emails_engaged": {
+            "opened": int(
+                q(
+                    select(func.count())
+                    .select_from(OutboxEmail)
+                    .where(OutboxEmail.opened_at.is_not(None))
+                ).scalar_one()
+            ),
+            "clicked": int(
+                q(
+                    select(func.count())
+                    .select_from(OutboxEmail)
+                    .where(OutboxEmail.clicked_at.is_not(None))
+                ).scalar_one()
+            ),
+        },
         "emails_by_template": templates,
         "conversion_by_source": by_source,
     }

@@ -457,6 +457,9 @@ class OutboxEmail(Base):
     due_at: Mapped[dt.datetime]
     created_at: Mapped[dt.datetime]
     sent_at: Mapped[dt.datetime | None]
+    # The first open and click SendGrid reported (engagement; the events themselves are kept).
+    opened_at: Mapped[dt.datetime | None]
+    clicked_at: Mapped[dt.datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(default=0)
     # The sending run's claim on a ``claimed`` row: its token and when it was taken.

@@ -272,3 +272,22 @@ def test_odd_values_are_refused_or_ignored_never_a_500(
     assert odd_id.status_code == 200 and odd_id.json()["unmatched"] == 1
     not_text = post(client, signer, [{**event(None, "open", 3), "email": ["a@b"]}])
     assert not_text.status_code == 400
+
+
+def test_the_first_open_and_click_are_kept_whatever_the_order(
+    client: TestClient, signer: Signer, session: Session, queue_emails: QueueEmails
+) -> None:
+    [email_id] = queue_emails(1)
+    session.execute(
+        update(OutboxEmail).where(OutboxEmail.id == email_id).values(status=EmailStatus.SENT)
+    )
+    session.commit()
+    late, early = NOW - 60, NOW - 3600
+    for e in (event(email_id, "open", 1, at=late), event(email_id, "click", 2, at=late),
+              event(email_id, "open", 3, at=early)):  # fmt: skip
+        assert post(client, signer, [e]).status_code == 200
+    session.expire_all()
+    email = session.get(OutboxEmail, email_id)
+    assert email is not None
+    assert email.opened_at is not None and email.opened_at.timestamp() == early
+    assert email.clicked_at is not None and email.clicked_at.timestamp() == late
