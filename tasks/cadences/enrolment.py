@@ -67,6 +67,7 @@ def enrol(
         busy = _active_in(session, starts, exclusive_with)
         starts = {lead: at for lead, at in starts.items() if lead not in busy}
     zones = _zones(session, starts, sending) if sending.send_time_local is not None else {}
+    steps = cadence.snapshot()  # one copy for every row, not one per lead
     rows = [
         {
             "lead_id": lead_id,
@@ -76,7 +77,7 @@ def enrol(
             "next_step": 0,
             "next_due_at": first_due(start, cadence, sending, holidays, zones.get(lead_id)),
             "run_id": run_id,
-            "steps": cadence.snapshot(),
+            "steps": steps,
         }
         for lead_id, start in sorted(starts.items())
     ]

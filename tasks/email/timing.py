@@ -21,6 +21,10 @@ from tasks.config.models import BusinessHours
 
 @lru_cache(maxsize=65_536)
 def recipient_zone(phone: str | None, country: str | None, fallback: str) -> ZoneInfo:
+    # A country with one zone needs no phone parsing (Germany is Berlin whatever the number).
+    listed = pytz.country_timezones.get(country.upper()) if country else None
+    if listed and len(listed) == 1:
+        return _zone(listed[0], fallback)
     if phone:
         try:
             zones = phone_zones.time_zones_for_number(phonenumbers.parse(phone))
@@ -28,10 +32,8 @@ def recipient_zone(phone: str | None, country: str | None, fallback: str) -> Zon
             zones = ()
         if len(zones) == 1 and zones[0] != phone_zones.UNKNOWN_TIMEZONE:
             return _zone(zones[0], fallback)
-    if country:
-        listed = pytz.country_timezones.get(country.upper())
-        if listed:
-            return _zone(listed[0], fallback)
+    if listed:
+        return _zone(listed[0], fallback)
     return _zone(fallback, fallback)
 
 

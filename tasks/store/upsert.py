@@ -7,6 +7,7 @@ second attempt (rerun, backfill, concurrent run) inserts nothing and reports tha
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -147,15 +148,28 @@ def _row_values(
     enums to their values, JSON to text), so what is stored is what an ORM insert would store.
     """
     columns = [c for c in target.columns if c.name in rows[0]]
-    processors = [c.type.bind_processor(dialect) for c in columns]
+    names = [c.name for c in columns]
+    # Only the columns whose type converts its values (dates, enums, JSON) pay for a call: the
+    # rest are picked out of the row by one C-level itemgetter. A million rows is ten million
+    # values, and a Python-level loop over each of them was a tenth of an import's time.
+    converted = [
+        (index, process)
+        for index, process in enumerate(c.type.bind_processor(dialect) for c in columns)
+        if process is not None
+    ]
+    pick = operator.itemgetter(*names)
+    single = len(names) == 1
 
     def values(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            process(row[c.name]) if process else row[c.name]
-            for c, process in zip(columns, processors, strict=True)
-        )
+        picked = (pick(row),) if single else pick(row)
+        if not converted:
+            return picked  # type: ignore[no-any-return]
+        out = list(picked)
+        for index, process in converted:
+            out[index] = process(out[index])
+        return tuple(out)
 
-    return [c.name for c in columns], values
+    return names, values
 
 
 def fit(column: InstrumentedAttribute[Any], value: str | None) -> str | None:
