@@ -291,6 +291,7 @@ def explain(lead_id: int) -> None:
 class ReportFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
+    HTML = "html"
 
 
 def _start_moment(value: str) -> dt.datetime:
@@ -381,8 +382,16 @@ def events_load(
 
 
 @app.command("report")
-def report(fmt: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.TABLE) -> None:
-    """Pipeline health: lost reasons, conversion by source, win and win-back rates, emails."""
+def report(
+    fmt: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.TABLE,
+    out_file: Annotated[
+        Path, typer.Option("--out", help="--format html: the file to write")
+    ] = Path("nurture-report.html"),
+) -> None:
+    """Pipeline health: lost reasons, conversion by source, win and win-back rates, emails.
+
+    --format html writes one self-contained page with charts (no network needed to open it).
+    """
     from tasks.reports.render import render_summary
     from tasks.reports.summary import pipeline_summary
     from tasks.store.db import session_scope
@@ -393,6 +402,11 @@ def report(fmt: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat
         summary = pipeline_summary(session)
     if fmt is ReportFormat.JSON:
         out.print_json(json.dumps(summary, default=str))
+    elif fmt is ReportFormat.HTML:
+        from tasks.reports.html import render_html
+
+        out_file.write_text(render_html(summary), encoding="utf-8")
+        out.print(f"report written to {out_file}")
     else:
         render_summary(summary, out)
 
