@@ -215,9 +215,29 @@ def backfill(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write and send nothing")] = False,
 ) -> None:
     """Run the daily flow for each day from START to END, in order."""
-    from flows.daily import backfill as backfill_flow
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    results = _guarded(backfill_flow, start=start, end=end, dry_run=dry_run)
+    import flows.daily
+
+    if dry_run:
+        results = _guarded(flows.daily.backfill, start=start, end=end, dry_run=True)
+    else:
+        with Progress(
+            TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+            console=out, transient=False,
+        ) as progress:  # fmt: skip
+            bar = progress.add_task("", total=None)
+
+            def done(n: int, total: int, counts: dict[str, Any]) -> None:
+                progress.update(
+                    bar, completed=n, total=total, description=f"{counts['as_of'][:10]} done"
+                )
+
+            flows.daily.on_day_done = done
+            try:
+                results = _guarded(flows.daily.backfill, start=start, end=end, dry_run=False)
+            finally:
+                flows.daily.on_day_done = None
     if dry_run:
         out.print_json(json.dumps(_without_report(results[0]), default=str))
     else:

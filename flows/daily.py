@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.timing import days, resolve_as_of
 from tasks.stages import (
     STAGES,
     current_config,
+    decisions_and_emails,
     dry_run_all,
     report,
     run_stage,
@@ -19,6 +21,10 @@ from tasks.stages import (
     start_daily_run,
 )
 from tasks.store.schema import ensure_schema
+
+# Called after each day of a backfill with (days done, days in all, that day's counts): how the
+# CLI draws its progress bar. None: nobody is watching.
+on_day_done: Callable[[int, int, dict[str, Any]], None] | None = None
 
 
 def run_day(as_of: dt.datetime) -> dict[str, Any]:
@@ -29,7 +35,26 @@ def run_day(as_of: dt.datetime) -> dict[str, Any]:
         counts[stage] = run_stage(stage, as_of, run_id)
     counts["sending"] = send_emails(as_of)
     counts["report"] = report(as_of, run_id, {k: v for k, v in counts.items() if k != "report"})
+    _publish_decisions(run_id)
     return counts
+
+
+@flow(name="day", flow_run_name="day {as_of:%Y-%m-%d}", log_prints=False)
+def day(as_of: dt.datetime) -> dict[str, Any]:
+    """One day of a backfill: its own run in the Prefect UI, under the backfill's."""
+    return run_day(as_of)
+
+
+def _publish_decisions(run_id: int | None) -> None:
+    """A table artifact: the run's decisions by action and rule, its emails by status."""
+    if run_id is None:
+        return
+    rows = decisions_and_emails(run_id)
+    create_table_artifact(
+        key="nurture-daily-decisions",
+        table=rows or [{"kind": "none", "name": "", "count": 0}],
+        description="What the day's run decided and queued, by rule and status; no personal data",
+    )
 
 
 def _publish(key: str, counts: dict[str, Any]) -> None:
@@ -71,6 +96,10 @@ def backfill(start: str, end: str, dry_run: bool = True) -> list[dict[str, Any]]
     moments = [resolve_as_of(day) for day in span]
     if dry_run:
         return [dry_run_all(moments)]
-    results = [run_day(moment) for moment in moments]
+    results: list[dict[str, Any]] = []
+    for moment in moments:
+        results.append(day(moment))
+        if on_day_done is not None:
+            on_day_done(len(results), len(moments), results[-1])
     _publish("nurture-backfill", {"days": len(results), "last": results[-1]["as_of"]})
     return results

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tasks.cadences.audience import enrol_audiences
@@ -31,7 +31,7 @@ from tasks.reports.summary import pipeline_summary
 from tasks.rules.engine import apply_rules
 from tasks.runs import finish_run, start_run
 from tasks.store.db import get_engine, session_scope
-from tasks.store.models import EmailStatus, OutboxEmail, Run, RunKind
+from tasks.store.models import Decision, EmailStatus, OutboxEmail, Run, RunKind
 from tasks.store.upsert import rowcount
 
 
@@ -127,6 +127,29 @@ def report(as_of: dt.datetime, run_id: int | None, counts: dict[str, Any]) -> di
             assert run is not None
             finish_run(session, run, counts)
     return summary
+
+
+def decisions_and_emails(run_id: int) -> list[dict[str, Any]]:
+    """A run's decisions by action and rule, and its emails by status: rows for an artifact."""
+    with session_scope(dry_run=True) as session:
+        decided = session.execute(
+            select(Decision.action, Decision.rule, func.count())
+            .where(Decision.run_id == run_id)
+            .group_by(Decision.action, Decision.rule)
+            .order_by(Decision.action, Decision.rule)
+        ).tuples()
+        rows = [
+            {"kind": f"decision: {action}", "name": rule or "", "count": int(n)}
+            for action, rule, n in decided
+        ]
+        emails = session.execute(
+            select(OutboxEmail.status, func.count())
+            .where(OutboxEmail.run_id == run_id)
+            .group_by(OutboxEmail.status)
+            .order_by(OutboxEmail.status)
+        ).tuples()
+        rows += [{"kind": "email", "name": str(status), "count": int(n)} for status, n in emails]
+    return rows
 
 
 def simulate_sending(session: Session, as_of: dt.datetime) -> int:

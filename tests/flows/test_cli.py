@@ -159,3 +159,43 @@ def test_cadence_preview_prints_the_plan_and_names_a_wrong_cadence(
     assert "welcome" in output and "nurture_last_touch" in output and "Europe/Berlin" in output
     code, output = invoke("cadence", "preview", "nope")
     assert code != 0 and "no cadence 'nope'" in output
+
+
+def test_a_backfill_shows_progress_runs_each_day_as_a_subflow_and_publishes_decisions(
+    engine: Engine, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL
+
+    leads = tmp_path / "leads.csv"
+    leads.write_text(
+        "Email,First Name\nana@acme.example,Ana\nbo@globex.example,Bo\n", encoding="utf-8"
+    )
+    assert invoke("import", "leads", str(leads), "--as-of", "2026-03-01")[0] == 0
+    code, output = invoke("backfill", "--start", "2026-03-02", "--end", "2026-03-04")
+    assert code == 0, output
+    assert "3/3" in output and "2026-03-04 done" in output
+
+    async def day_runs() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="day 2026-03-0")),
+                limit=50,
+                sort=FlowRunSort.NAME_ASC,
+            )
+        return sorted({r.name for r in runs})
+
+    names = asyncio.run(day_runs())
+    assert {"day 2026-03-02", "day 2026-03-03", "day 2026-03-04"} <= set(names)
+    # This client/server pair disagrees on empty filters: ask the REST API directly.
+    api = PREFECT_API_URL.value()
+    wanted = {"artifacts": {"key": {"any_": ["nurture-daily-decisions", "nurture-backfill"]}}}
+    found = httpx.post(f"{api}/artifacts/filter", json={"limit": 50, **wanted}).json()
+    tables = [a for a in found if a["key"] == "nurture-daily-decisions"]
+    assert tables and {a["key"] for a in found} == {"nurture-daily-decisions", "nurture-backfill"}
+    assert all(a["type"] == "table" for a in tables)
