@@ -213,6 +213,9 @@ def backfill(
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD")],
     end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write and send nothing")] = False,
+    send_late: Annotated[
+        bool, typer.Option("--send-late", help="Send even emails past their lateness")
+    ] = False,
 ) -> None:
     """Run the daily flow for each day from START to END, in order."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -235,7 +238,9 @@ def backfill(
 
             flows.daily.on_day_done = done
             try:
-                results = _guarded(flows.daily.backfill, start=start, end=end, dry_run=False)
+                results = _guarded(
+                    flows.daily.backfill, start=start, end=end, dry_run=False, send_late=send_late
+                )
             finally:
                 flows.daily.on_day_done = None
     if dry_run:

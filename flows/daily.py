@@ -27,22 +27,22 @@ from tasks.store.schema import ensure_schema
 on_day_done: Callable[[int, int, dict[str, Any]], None] | None = None
 
 
-def run_day(as_of: dt.datetime) -> dict[str, Any]:
+def run_day(as_of: dt.datetime, send_late: bool = False) -> dict[str, Any]:
     """One day's stages, in order, as tasks of the calling flow run."""
     run_id = start_daily_run(as_of)
     counts: dict[str, Any] = {"as_of": as_of.isoformat(), "run_id": run_id}
     for stage in STAGES:
         counts[stage] = run_stage(stage, as_of, run_id)
-    counts["sending"] = send_emails(as_of)
+    counts["sending"] = send_emails(as_of, send_late)
     counts["report"] = report(as_of, run_id, {k: v for k, v in counts.items() if k != "report"})
     _publish_decisions(run_id)
     return counts
 
 
 @flow(name="day", flow_run_name="day {as_of:%Y-%m-%d}", log_prints=False)
-def day(as_of: dt.datetime) -> dict[str, Any]:
+def day(as_of: dt.datetime, send_late: bool = False) -> dict[str, Any]:
     """One day of a backfill: its own run in the Prefect UI, under the backfill's."""
-    return run_day(as_of)
+    return run_day(as_of, send_late)
 
 
 def _publish_decisions(run_id: int | None) -> None:
@@ -84,11 +84,15 @@ def daily(as_of: str | None = None, dry_run: bool = False) -> dict[str, Any]:
 
 
 @flow(name="backfill", log_prints=False)
-def backfill(start: str, end: str, dry_run: bool = True) -> list[dict[str, Any]]:
+def backfill(
+    start: str, end: str, dry_run: bool = True, send_late: bool = False
+) -> list[dict[str, Any]]:
     """The daily run for each day from ``start`` to ``end`` (YYYY-MM-DD), in order.
 
     Days already run change nothing (every decision, email and follow-up has a unique key).
-    A dry run applies every day in one transaction that is rolled back.
+    A dry run applies every day in one transaction that is rolled back, and reports counts per
+    stage and a sample of decisions. Emails whose moment is past sending.yaml's lateness are
+    never sent (``skipped_late``) unless ``send_late`` says so.
     """
     span = days(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
     current_config()
@@ -98,7 +102,7 @@ def backfill(start: str, end: str, dry_run: bool = True) -> list[dict[str, Any]]
         return [dry_run_all(moments)]
     results: list[dict[str, Any]] = []
     for moment in moments:
-        results.append(day(moment))
+        results.append(day(moment, send_late))
         if on_day_done is not None:
             on_day_done(len(results), len(moments), results[-1])
     _publish("nurture-backfill", {"days": len(results), "last": results[-1]["as_of"]})

@@ -112,9 +112,14 @@ def run_stage(stage: str, as_of: dt.datetime, run_id: int) -> dict[str, Any]:
 
 
 @task(name="send-due-emails", cache_policy=NONE, persist_result=False)
-def send_emails(as_of: dt.datetime) -> dict[str, Any]:
+def send_emails(as_of: dt.datetime, send_late: bool = False) -> dict[str, Any]:
+    """``send_late``: a backfill told to send even what is past its lateness (see sending.yaml);
+    otherwise such emails become ``skipped_late``."""
+    lateness = dt.timedelta(days=36_500) if send_late else None
     return asdict(
-        send_due_emails(get_engine(), sender_from_env(), as_of=as_of, config=current_config())
+        send_due_emails(
+            get_engine(), sender_from_env(), as_of=as_of, config=current_config(), lateness=lateness
+        )
     )
 
 
@@ -163,6 +168,9 @@ def simulate_sending(session: Session, as_of: dt.datetime) -> int:
     return rowcount(result)
 
 
+DRY_RUN_SAMPLE = 10
+
+
 @task(name="dry-run", cache_policy=NONE, persist_result=False)
 def dry_run_all(moments: list[dt.datetime]) -> dict[str, Any]:
     """Every stage of every day in one transaction that is rolled back: nothing is written.
@@ -181,6 +189,16 @@ def dry_run_all(moments: list[dt.datetime]) -> dict[str, Any]:
                 session.flush()
                 session.expire_all()
             day["would_send"] = simulate_sending(session, as_of)
+            # A few of the decisions the day would make, as a sample to read (no personal data).
+            day["sample"] = [
+                {"action": str(action), "rule": rule, "lead_id": lead_id, "reason": reason}
+                for action, rule, lead_id, reason in session.execute(
+                    select(Decision.action, Decision.rule, Decision.lead_id, Decision.reason)
+                    .where(Decision.run_id == run.id)
+                    .order_by(Decision.id)
+                    .limit(DRY_RUN_SAMPLE)
+                ).tuples()
+            ]
             counts["days"].append(day)
         counts["report"] = pipeline_summary(session)
     return counts

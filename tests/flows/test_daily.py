@@ -62,6 +62,9 @@ def test_dry_run_writes_nothing(engine: Engine) -> None:
     before = _counts(engine)
     result = daily(as_of="2026-03-20", dry_run=True)
     assert result["days"][0]["close_dead_deals"]["closed"] == {"unresponsive": 1}
+    sample = result["days"][0]["sample"]
+    assert sample and {"action", "rule", "lead_id", "reason"} == set(sample[0])
+    assert any(d["action"] == "disqualify" for d in sample)
     assert _counts(engine) == before
     with Session(engine) as s:
         assert s.scalar(select(func.count()).select_from(Run)) == 0
@@ -90,3 +93,19 @@ def test_an_invalid_config_runs_nothing(
     with pytest.raises(ConfigError, match=r"rules\.yaml, line 3"):
         daily(as_of="2026-03-20")
     assert _counts(engine) == before
+
+
+@pytest.mark.parametrize("send_late", [False, True])
+def test_a_backfill_sends_nothing_past_its_lateness_unless_told(
+    engine: Engine, send_late: bool
+) -> None:
+    from tasks.store.models import EmailStatus
+
+    with Session(engine) as s:
+        person = lead(s, T0 - days(10))
+        key = sent_email(s, person.id, T0 + days(1), status=EmailStatus.QUEUED).dedupe_key
+        s.commit()
+    backfill(start="2026-03-10", end="2026-03-10", dry_run=False, send_late=send_late)
+    with Session(engine) as s:
+        status = s.scalar(select(OutboxEmail.status).where(OutboxEmail.dedupe_key == key))
+    assert status == ("recorded" if send_late else "skipped_late")
