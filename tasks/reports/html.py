@@ -37,6 +37,13 @@ def render_html(summary: Mapping[str, Any], *, generated: dt.datetime | None = N
         _chart("Lost to competitors", summary.get("lost_to_competitors", {}), "deals"),
         _chart("Conversion by lead source", by_source, "% won"),
         _chart("Emails by outcome", summary.get("emails_by_status", {}), "emails"),
+        _chart(
+            "Days in the current stage (open deals, average)",
+            {k: v["avg_days"] for k, v in summary.get("time_in_stage", {}).items()},
+            "days",
+        ),
+        _chart("Days from opening to close, by outcome", summary.get("days_to_close", {}), "days"),
+        _attention(summary.get("needs_attention", {})),
         _chart("Leads disqualified, by reason", summary.get("disqualified_by_reason", {}), "leads"),
     ]
     return (
@@ -67,6 +74,23 @@ def _headline(summary: Mapping[str, Any]) -> str:
         for k, v in figures
     )
     return f'<section class="figures">{cells}</section>'
+
+
+def _attention(board: Mapping[str, Any]) -> str:
+    """The failed-leads board: what needs a person, then rejected rows by reason."""
+    figures = [
+        ("Emails failed", board.get("emails_failed", 0)),
+        ("Leads waiting for an owner", board.get("leads_waiting_for_an_owner", 0)),
+    ]
+    cells = "".join(
+        f'<div class="figure"><span class="value">{int(v)}</span>'
+        f'<span class="label">{html.escape(k)}</span></div>'
+        for k, v in figures
+    )
+    rejected = _chart(
+        "Rejected import rows, by reason", board.get("rejected_rows_by_reason", {}), "rows"
+    )
+    return f'<h2>Needs attention</h2><section class="figures">{cells}</section>{rejected}'
 
 
 def _chart(title: str, values: Mapping[str, float], unit: str) -> str:

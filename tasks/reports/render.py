@@ -46,6 +46,25 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("open deals, owner warned", _n(summary["open_deals_owner_warned"]))
     table.add_row("emails by status", _join(summary["emails_by_status"]))
     table.add_row("emails opened / clicked", _join(summary.get("emails_engaged", {})))
+    table.add_row(
+        "days in current stage (open deals)",
+        ", ".join(
+            f"{k} {v['avg_days']:g} ({v['open_deals']})"
+            for k, v in summary.get("time_in_stage", {}).items()
+        )
+        or "none",
+    )
+    table.add_row(
+        "days to close",
+        ", ".join(f"{k} {v:g}" for k, v in summary.get("days_to_close", {}).items()) or "none",
+    )
+    attention = summary.get("needs_attention", {})
+    table.add_row(
+        "needs attention",
+        f"{attention.get('emails_failed', 0)} emails failed, "
+        f"{attention.get('leads_waiting_for_an_owner', 0)} leads waiting for an owner; rejected rows: "
+        + (_join(attention.get("rejected_rows_by_reason", {})) or "none"),
+    )
     console.print(table)
     sources = Table(
         title="Conversion by lead source",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,8 +15,10 @@ from tasks.store.models import (
     ClosedBy,
     Decision,
     DecisionAction,
+    EmailStatus,
     FollowUp,
     ImportKind,
+    ImportOutcome,
     ImportRow,
     Lead,
     Opportunity,
@@ -29,7 +33,59 @@ def _counts(rows: Iterable[Any]) -> dict[str, int]:
     return {str(getattr(k, "value", k)): int(n) for k, n in rows if k is not None}
 
 
-def pipeline_summary(session: Session) -> dict[str, Any]:
+def _velocity(session: Session, now: dt.datetime) -> tuple[dict[str, Any], dict[str, float]]:
+    """Open deals per stage with their average days in it; average days to close, by outcome."""
+    in_stage: dict[str, list[float]] = {}
+    for stage, entered in session.execute(
+        select(Opportunity.stage, Opportunity.stage_entered_at).where(
+            Opportunity.status == OpportunityStatus.OPEN
+        )
+    ).tuples():
+        in_stage.setdefault(stage, []).append((now - entered).total_seconds() / 86_400)
+    per_stage = {
+        stage: {"open_deals": len(ages), "avg_days": round(sum(ages) / len(ages), 1)}
+        for stage, ages in sorted(in_stage.items())
+    }
+    to_close: dict[str, list[float]] = {}
+    for status, created, closed in session.execute(
+        select(Opportunity.status, Opportunity.created_at, Opportunity.closed_at).where(
+            Opportunity.closed_at.is_not(None)
+        )
+    ).tuples():
+        if closed is not None:
+            days = (closed - created).total_seconds() / 86_400
+            to_close.setdefault(str(status), []).append(days)
+    return per_stage, {k: round(sum(v) / len(v), 1) for k, v in sorted(to_close.items())}
+
+
+def _failures(session: Session) -> dict[str, Any]:
+    """What needs a person: rejected rows by reason, failed emails, leads nobody could take."""
+    reasons: Counter[str] = Counter()
+    for listed in session.scalars(
+        select(ImportRow.reasons).where(ImportRow.outcome == ImportOutcome.REJECTED)
+    ):
+        for reason in listed or []:
+            reasons[str(reason).split(":", 1)[0]] += 1
+    waiting = session.scalar(
+        select(func.count(func.distinct(Decision.lead_id)))
+        .join(Lead, Lead.id == Decision.lead_id)
+        .where(Decision.rule == "unassigned", Lead.owner_id.is_(None))
+    )
+    failed = session.scalar(
+        select(func.count())
+        .select_from(OutboxEmail)
+        .where(OutboxEmail.status == EmailStatus.FAILED)
+    )
+    return {
+        "rejected_rows_by_reason": dict(reasons.most_common(10)),
+        "emails_failed": int(failed or 0),
+        "leads_waiting_for_an_owner": int(waiting or 0),
+    }
+
+
+def pipeline_summary(session: Session, now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    velocity = _velocity(session, now)
     q = session.execute
     imports = _counts(
         q(
@@ -156,6 +212,9 @@ def pipeline_summary(session: Session) -> dict[str, Any]:
         ),
         "win_back_by_lost_reason": win_back,
         "open_deals_owner_warned": int(at_risk),
+        "time_in_stage": velocity[0],
+        "days_to_close": velocity[1],
+        "needs_attention": _failures(session),
         "emails_by_status": emails,
         "emails_engaged": {
             "opened": int(

@@ -72,3 +72,45 @@ def test_headless_chromium_draws_every_chart(session: Session, tmp_path: Path) -
     drawn = re.search(r'data-bars-drawn="(\d+)"', result.stdout)
     assert drawn is not None, result.stdout[:500]
     assert int(drawn.group(1)) == page.count('class="bar"') >= 4
+
+
+def test_velocity_and_what_needs_attention(session: Session) -> None:
+    from tasks.store.models import (
+        Decision,
+        DecisionAction,
+        EmailStatus,
+        ImportKind,
+        ImportOutcome,
+        ImportRow,
+        Run,
+        RunKind,
+    )
+
+    a_pipeline(session)
+    open_deal = lead(session, T - dt.timedelta(days=60))
+    deal(session, open_deal.id, "demo", T - dt.timedelta(days=10))
+    waiting = lead(session, T - dt.timedelta(days=5))
+    run = Run(kind=RunKind.INGEST, as_of=T, started_at=T, counts={})
+    session.add(run)
+    session.flush()
+    session.add_all([
+        ImportRow(run_id=run.id, kind=ImportKind.LEAD, file="f.csv", row_number=n, line_number=n + 1, raw={},
+                  outcome=ImportOutcome.REJECTED, reasons=reasons)
+        for n, reasons in enumerate([["no reachable contact", "invalid email: x"], ["test row"], ["no reachable contact"]], 1)
+    ])  # fmt: skip
+    session.add(Decision(dedupe_key="u:1", action=DecisionAction.ASSIGN_OWNER, rule="unassigned",
+                         lead_id=waiting.id, reason="all owners at capacity", facts={}, as_of=T,
+                         created_at=T))  # fmt: skip
+    sent_email(session, waiting.id, T, status=EmailStatus.FAILED)
+    session.flush()
+    summary = pipeline_summary(session, now=T)
+    assert summary["time_in_stage"] == {"demo": {"open_deals": 1, "avg_days": 10.0}}
+    assert set(summary["days_to_close"]) == {"won", "lost"}
+    assert summary["days_to_close"]["lost"] == 28.0  # opened 30 days before, closed 2 before T
+    assert summary["needs_attention"] == {
+        "rejected_rows_by_reason": {"no reachable contact": 2, "invalid email": 1, "test row": 1},
+        "emails_failed": 1,
+        "leads_waiting_for_an_owner": 1,
+    }
+    page = render_html(summary, generated=T)
+    assert "Needs attention" in page and "Days in the current stage" in page
