@@ -197,7 +197,7 @@ def test_a_backfill_shows_progress_runs_each_day_as_a_subflow_and_publishes_deci
 
     # Other flow tests share this server and publish under the same keys: ask for each key.
     def latest(key: str) -> list[dict[str, object]]:
-        body = {"limit": 5, "sort": "ID_DESC", "artifacts": {"key": {"any_": [key]}}}
+        body = {"limit": 5, "sort": "CREATED_DESC", "artifacts": {"key": {"any_": [key]}}}
         return list(httpx.post(f"{api}/artifacts/filter", json=body).json())
 
     tables = latest("nurture-daily-decisions")
