@@ -4,7 +4,7 @@ The audience is a condition in the rules language over lead facts (status, grade
 country, tags, timing, engagement...), compiled to one set-based query per cadence. A lead
 already active in the cadence is never enrolled twice; ``reenrol`` says whether a lead who was
 in it before may come back (``once``: never; ``if_not_active`` and ``anytime``: yes, once
-``min_gap`` has passed since that enrolment ended); ``exclusive`` cadences take no lead who is
+``min_gap`` has passed since their last touch: that enrolment's end, or any email); ``exclusive`` cadences take no lead who is
 active in another exclusive cadence.
 """
 
@@ -16,12 +16,13 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session
 
 from tasks.cadences.enrolment import enrol
+from tasks.cadences.steps import COUNTED
 from tasks.config.loader import NurtureConfig
 from tasks.rules.compile import compile_condition
 from tasks.rules.conditions import facts_used
 from tasks.rules.engine import ComputedFacts
 from tasks.rules.facts import FactSet
-from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
+from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus, OutboxEmail
 
 IN_PLAY = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
 
@@ -56,8 +57,18 @@ def enrol_audiences(
         if cadence.reenrol == "once":
             query = query.where(~exists().where(here))
         else:
+            # The gap runs from the lead's last touch: the end of their last enrolment here, and
+            # the last email they got from any flow.
             gap_from = as_of - cadence.min_gap
-            query = query.where(~exists().where(here, CadenceEnrolment.ended_at > gap_from))
+            query = query.where(
+                ~exists().where(here, CadenceEnrolment.ended_at > gap_from),
+                ~exists().where(
+                    OutboxEmail.lead_id == lead,
+                    OutboxEmail.status.in_(COUNTED),
+                    OutboxEmail.due_at > gap_from,
+                    OutboxEmail.due_at <= as_of,
+                ),
+            )
         others = [n for n in exclusive if n != name]
         if cadence.exclusive and others:
             query = query.where(

@@ -145,3 +145,14 @@ def test_bad_schedules_and_audiences_are_config_errors_with_lines(tmp_path: Path
         shown
     )
     assert any("unknown fact 'timin'; did you mean 'timing'" in p for p in shown), shown
+
+
+def test_the_gap_also_runs_from_the_last_email(session: Session, config: NurtureConfig) -> None:
+    from tests.builders import sent_email
+
+    who = people(session)
+    sent_email(session, who["not_now"], T - dt.timedelta(days=30))  # a month ago, another flow
+    assert enrol_audiences(session, config, T, run_id=None) == {}  # min_gap is three months
+    assert enrol_audiences(session, config, T + dt.timedelta(days=61), run_id=None) == {
+        "not_now_nurture": 2
+    }
