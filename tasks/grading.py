@@ -46,6 +46,7 @@ from tasks.rules.conditions import facts_used
 from tasks.rules.engine import ComputedFacts
 from tasks.rules.facts import FactSet, fact_for_display
 from tasks.store.models import (
+    IN_PLAY,
     DecisionAction,
     Lead,
     LeadStatus,
@@ -57,7 +58,6 @@ from tasks.store.upsert import among, id_slices, rowcount
 
 # The decisions' rule name: tells grading's own grade changes from a rule's ``set_grade``.
 GRADING = "grading"
-IN_PLAY = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
 # Changed grades read back per round trip: decisions are recorded per batch, not all at once.
 CHANGE_BATCH = 20_000
 SECONDS_PER_DAY = 86_400.0

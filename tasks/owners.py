@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from tasks.config.models import Assignment, OwnerEntry, Owners
 from tasks.decisions import NewDecision, record_decisions
-from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus, Owner
+from tasks.store.models import IN_PLAY, Decision, DecisionAction, Lead, Owner
 from tasks.store.upsert import among, id_slices
 
 ROUND_ROBIN = "round_robin"
@@ -31,8 +31,6 @@ BY_REGION = "by_region"
 UNASSIGNED = "unassigned"
 AT_CAPACITY = "all owners at capacity"
 NO_OWNER_IN_REGION = "no owner for the lead's region"
-# Leads that count against a rep's cap.
-OPEN_STATUSES = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
 
 
 def sync_owners(session: Session, owners_cfg: Owners | Iterable[OwnerEntry]) -> dict[str, int]:
@@ -179,7 +177,7 @@ def _open_leads(session: Session, owners: Iterable[int]) -> dict[int, int]:
         select(Lead.owner_id, func.count())
         .where(
             Lead.owner_id.in_(listed),
-            Lead.status.in_(OPEN_STATUSES),
+            Lead.status.in_(IN_PLAY),
             Lead.merged_into_id.is_(None),
         )
         .group_by(Lead.owner_id)

@@ -18,7 +18,7 @@ from tasks.cadences.enrolment import at_send_hour
 from tasks.cadences.schedule import after_wait
 from tasks.config.loader import NurtureConfig
 from tasks.email.timing import recipient_zone, within_hours
-from tasks.store.models import Lead, LeadStatus
+from tasks.store.models import IN_PLAY, Lead
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,10 @@ class PlannedEmail:
 
 def sample_leads(session: Session, n: int) -> list[int]:
     """The first ``n`` leads in play with an address."""
-    in_play = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
     return list(
         session.scalars(
             select(Lead.id)
-            .where(Lead.email.is_not(None), Lead.merged_into_id.is_(None), Lead.status.in_(in_play))
+            .where(Lead.email.is_not(None), Lead.merged_into_id.is_(None), Lead.status.in_(IN_PLAY))
             .order_by(Lead.id)
             .limit(n)
         )

@@ -27,6 +27,7 @@ from tasks.rules.conditions import facts_used
 from tasks.rules.episodes import step_episodes
 from tasks.rules.facts import FactSet, fact_for_display
 from tasks.store.models import (
+    IN_PLAY,
     DecisionAction,
     Lead,
     LeadStatus,
@@ -35,7 +36,6 @@ from tasks.store.models import (
 )
 
 # Rules look at leads still in play; deals with an open opportunity follow the deal lifecycle.
-ELIGIBLE = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
 # Leads acted on per slice of statements.
 ACTION_BATCH = 5_000
 
@@ -82,7 +82,7 @@ def find_matches(
         facts.select_facts(used)
         .where(
             Lead.merged_into_id.is_(None),
-            Lead.status.in_(ELIGIBLE),
+            Lead.status.in_(IN_PLAY),
             Lead.created_at <= as_of,
             ~exists().where(
                 Opportunity.lead_id == Lead.id, Opportunity.status == OpportunityStatus.OPEN

@@ -68,6 +68,15 @@ class LeadStatus(enum.StrEnum):
     DISQUALIFIED = "disqualified"
 
 
+# Leads still being worked: rules, grading, audiences and owners' caps look at these only.
+IN_PLAY: tuple[LeadStatus, ...] = (
+    LeadStatus.NEW,
+    LeadStatus.WORKING,
+    LeadStatus.NURTURING,
+    LeadStatus.QUALIFIED,
+)
+
+
 class OpportunityStatus(enum.StrEnum):
     OPEN = "open"
     WON = "won"
