@@ -22,9 +22,7 @@ from tasks.rules.compile import compile_condition
 from tasks.rules.conditions import facts_used
 from tasks.rules.engine import ComputedFacts
 from tasks.rules.facts import FactSet
-from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus, OutboxEmail
-
-IN_PLAY = (LeadStatus.NEW, LeadStatus.WORKING, LeadStatus.NURTURING, LeadStatus.QUALIFIED)
+from tasks.store.models import IN_PLAY, CadenceEnrolment, EnrolmentStatus, Lead, OutboxEmail
 
 
 def enrol_audiences(
@@ -32,7 +30,6 @@ def enrol_audiences(
 ) -> dict[str, int]:
     """{cadence: leads enrolled now} for the cadences with ``enrol: audience``."""
     enrolled: dict[str, int] = {}
-    exclusive = [n for n, c in config.cadences.cadences.items() if c.exclusive]
     for name, cadence in config.cadences.cadences.items():
         if cadence.enrol != "audience" or cadence.audience is None:
             continue
@@ -69,15 +66,7 @@ def enrol_audiences(
                     OutboxEmail.due_at <= as_of,
                 ),
             )
-        others = [n for n in exclusive if n != name]
-        if cadence.exclusive and others:
-            query = query.where(
-                ~exists().where(
-                    CadenceEnrolment.lead_id == lead,
-                    CadenceEnrolment.cadence.in_(others),
-                    CadenceEnrolment.status == EnrolmentStatus.ACTIVE,
-                )
-            )
+        # Exclusivity is enrol()'s to enforce, on every enrolment path alike.
         starts = {lead_id: as_of for lead_id in session.scalars(query.order_by(lead))}
         if starts:
             ids = enrol(
@@ -85,5 +74,6 @@ def enrol_audiences(
                 holidays=config.cadences.holidays_for(None),
                 exclusive_with=config.cadences.exclusive_except(name),
             )  # fmt: skip
-            enrolled[name] = len(ids)
+            if ids:
+                enrolled[name] = len(ids)
     return enrolled
