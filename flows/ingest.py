@@ -49,6 +49,13 @@ def _move(path: Path, into: Path) -> Path:
     return Path(shutil.move(str(path), target))
 
 
+def _set_aside(path: Path, base: Path, error: Exception) -> Path:
+    """A file that could not be read: into ``base/failed/``, its error beside it."""
+    moved = _move(path, base / "failed")
+    moved.with_name(moved.name + ".error.txt").write_text(f"{error}\n", encoding="utf-8")
+    return moved
+
+
 @flow(name="ingest-folder", log_prints=False)
 def ingest_folder(folder: str, as_of: str | None = None) -> dict[str, Any]:
     """Import each lead file dropped in ``folder`` (*.csv, *.jsonl), oldest first, one at a time.
@@ -70,8 +77,7 @@ def ingest_folder(folder: str, as_of: str | None = None) -> dict[str, Any]:
         try:
             result = import_leads_task([str(path)], resolve_as_of(as_of), None, None)
         except IngestFileError as exc:
-            moved = _move(path, base / "failed")
-            moved.with_name(moved.name + ".error.txt").write_text(f"{exc}\n", encoding="utf-8")
+            moved = _set_aside(path, base, exc)
             counts["failed"] += 1
             log.warning("%s: %s; moved to %s", path.name, exc, moved.parent)
             continue
@@ -97,8 +103,7 @@ def webhook_events(folder: str) -> dict[str, Any]:
         try:
             events = load_event_file(path)
         except ValueError as exc:
-            moved = _move(path, base / "failed")
-            moved.with_name(moved.name + ".error.txt").write_text(f"{exc}\n", encoding="utf-8")
+            _set_aside(path, base, exc)
             counts["failed"] += 1
             continue
         with session_scope() as session:
