@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasks.config.loader import NurtureConfig, load_config
+from tasks.config.loader import ConfigError, NurtureConfig, load_config
 from tasks.store.db import make_engine
 from tasks.store.models import Base, Run, RunKind
 from tasks.store.schema import upgrade
@@ -34,6 +34,21 @@ PG_ADMIN_URL = os.environ.get(
     "NURTURE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 AS_OF = dt.datetime(2026, 3, 2, 18, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def cfg_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped config/ to break on purpose."""
+    target = tmp_path / "config"
+    shutil.copytree(REPO / "config", target)
+    return target
+
+
+def config_problems(directory: Path) -> list[str]:
+    """The problems loading ``directory`` reports (it must fail), as text."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(directory)
+    return [str(p) for p in caught.value.problems]
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tasks.config.loader import ConfigError, NurtureConfig, load_config
+from tasks.config.loader import NurtureConfig
 from tasks.config.models import Grading, Rule, Rules
 from tasks.grading import (
     GRADING,
@@ -30,7 +28,7 @@ from tasks.store.models import (
     RuleEpisode,
 )
 from tests.builders import activity, days, deal, lead, sent_email
-from tests.conftest import AS_OF, REPO
+from tests.conftest import AS_OF, config_problems
 
 SEEDS: dict[str, Any] = {
     "grades": [
@@ -338,25 +336,12 @@ def test_conversion_by_source_and_suggested_weights(session: Session) -> None:
 # --- config ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cfg_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(REPO / "config", target)
-    return target
-
-
-def problems(directory: Path) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        load_config(directory)
-    return [str(p) for p in caught.value.problems]
-
-
 def test_a_bad_grade_condition_names_file_and_line(cfg_dir: Path) -> None:
     path = cfg_dir / "grading.yaml"
     text = path.read_text().replace('need == "no" or budget', 'nede == "no" or budget')
     path.write_text(text)
     line = next(n for n, row in enumerate(text.splitlines(), 1) if "nede ==" in row)
-    found = problems(cfg_dir)
+    found = config_problems(cfg_dir)
     expected = f"grading.yaml, line {line}: grades[1].when: unknown fact 'nede'; did you mean"
     assert any(expected in p for p in found), found
 
@@ -374,7 +359,7 @@ def test_grading_errors_name_the_line_of_the_bad_value(cfg_dir: Path) -> None:
     def line(needle: str) -> int:
         return next(n for n, row in enumerate(text.splitlines(), 1) if needle in row)
 
-    found = problems(cfg_dir)
+    found = config_problems(cfg_dir)
     assert any(f"grading.yaml, line {line('half_life')}: score.engagement.half_life: "
                "half_life must be longer than 0 days" in p for p in found), found  # fmt: skip
     assert any(f"grading.yaml, line {line('default: E')}: default:" in p for p in found), found
@@ -386,7 +371,7 @@ def test_a_missing_grading_file_is_an_error_and_code_may_omit_it(
     cfg_dir: Path, config: NurtureConfig
 ) -> None:
     (cfg_dir / "grading.yaml").unlink()
-    assert any(p.endswith("grading.yaml: file is missing") for p in problems(cfg_dir))
+    assert any(p.endswith("grading.yaml: file is missing") for p in config_problems(cfg_dir))
     older = NurtureConfig(
         directory=cfg_dir,
         pipeline=config.pipeline,

@@ -1,26 +1,13 @@
-import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.config.loader import ConfigError, load_config
+from tasks.config.loader import load_config
+from tests.conftest import config_problems
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def cfg_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(REPO / "config", target)
-    return target
-
-
-def problems(directory: Path) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        load_config(directory)
-    return [str(p) for p in caught.value.problems]
 
 
 def test_shipped_config_is_valid_and_says_what_the_seeds_say() -> None:
@@ -41,7 +28,7 @@ def test_errors_name_file_line_and_expectation(cfg_dir: Path) -> None:
     line = next(n for n, row in enumerate(text.splitlines(), 1) if "unanswerd_emails" in row)
     pipeline = cfg_dir / "pipeline.yaml"
     pipeline.write_text(pipeline.read_text().replace("rot_after: 21 days", "rot_after: tomorrow"))
-    found = problems(cfg_dir)
+    found = config_problems(cfg_dir)
     assert any(
         p.endswith(
             f"rules.yaml, line {line}: rules[0].when: unknown fact 'unanswerd_emails'; "
@@ -61,7 +48,7 @@ def test_unknown_keys_and_bad_yaml(cfg_dir: Path) -> None:
     sending = (cfg_dir / "sending.yaml").read_text()
     (cfg_dir / "sending.yaml").write_text(sending + "colour: red\n")
     (cfg_dir / "owners.yaml").write_text("owners: [\n")
-    found = problems(cfg_dir)
+    found = config_problems(cfg_dir)
     line = len(sending.splitlines()) + 1
     assert any(f"sending.yaml, line {line}: unknown key 'colour'" in p for p in found), found
     assert any("owners.yaml" in p and "not valid YAML" in p for p in found), found
@@ -69,7 +56,7 @@ def test_unknown_keys_and_bad_yaml(cfg_dir: Path) -> None:
 
 def test_references_between_files_are_checked(cfg_dir: Path) -> None:
     (cfg_dir / "templates" / "breakup.txt").unlink()
-    found = problems(cfg_dir)
+    found = config_problems(cfg_dir)
     assert any(
         "rules.yaml, line 10: rules[0].then[1].send: no template 'breakup'" in p for p in found
     ), found
@@ -79,7 +66,7 @@ def test_template_syntax_errors_have_lines(cfg_dir: Path) -> None:
     (cfg_dir / "templates" / "welcome.txt").write_text(
         "subject: Hi\n---\nHello\n{{ lead.first_name \n"
     )
-    found = problems(cfg_dir)
+    found = config_problems(cfg_dir)
     assert any("welcome.txt, line 4" in p for p in found), found
 
 
@@ -104,7 +91,7 @@ def test_a_follow_up_on_an_unknown_date_fact_names_file_and_line(cfg_dir: Path) 
     )
     rules.write_text(text)
     line = next(n for n, row in enumerate(text.splitlines(), 1) if "named_folowup_date" in row)
-    found = problems(cfg_dir)
+    found = config_problems(cfg_dir)
     assert any(
         f"rules.yaml, line {line}: rules[1].then[1].follow_up: " in p
         and "unknown date fact 'named_folowup_date'" in p
