@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -134,3 +135,29 @@ def deal(
 
 def days(n: float) -> dt.timedelta:
     return dt.timedelta(days=n)
+
+
+def import_book(
+    url: str, directory: Path, *, seed: int, leads: int, start: dt.date, days: int
+) -> None:
+    """A demo book (leads, deals, activities) imported into the store at ``url``, as ops would
+    import a CRM's exports. NURTURE_DATABASE_URL must already name that store."""
+    from tasks.demo.generator import generate_book
+    from tasks.ingest.crm import import_activities, import_opportunities
+    from tasks.ingest_tasks import import_leads_task
+    from tasks.runs import start_run
+    from tasks.stages import current_config
+    from tasks.store.db import make_engine
+    from tasks.store.models import RunKind
+
+    book = generate_book(directory, seed=seed, leads=leads, start=start, days=days)
+    imported = dt.datetime.combine(start, dt.time(8), tzinfo=dt.UTC)
+    import_leads_task.fn([str(p) for p in book.lead_files], imported, None, None)
+    stages = [s.name for s in current_config().pipeline.stages]
+    with Session(make_engine(url)) as session:
+        run = start_run(session, RunKind.IMPORT, imported)
+        import_opportunities(
+            session, [book.opportunities], run_id=run.id, as_of=imported, stages=stages
+        )
+        import_activities(session, [book.activities], run_id=run.id, as_of=imported)
+        session.commit()

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from tasks.demo.generator import generate_book
 from tasks.store.models import CadenceEnrolment, Decision, FollowUp, Opportunity, OutboxEmail
+from tests.builders import import_book
 
 START = dt.date(2026, 3, 2)
 
@@ -53,37 +53,13 @@ def _state(engine: Engine) -> dict[str, Any]:
         }  # fmt: skip
 
 
-def _book(url: str, tmp_path: Path) -> None:
-    import os
-
-    from tasks.ingest.crm import import_activities, import_opportunities
-    from tasks.ingest_tasks import import_leads_task
-    from tasks.runs import start_run
-    from tasks.stages import current_config
-    from tasks.store.db import make_engine
-    from tasks.store.models import RunKind
-
-    os.environ["NURTURE_DATABASE_URL"] = url
-    book = generate_book(tmp_path / "book", seed=5, leads=60, start=START, days=14)
-    imported = dt.datetime.combine(START, dt.time(8), tzinfo=dt.UTC)
-    import_leads_task.fn([str(p) for p in book.lead_files], imported, None, None)
-    stages = [s.name for s in current_config().pipeline.stages]
-    with Session(make_engine(url)) as session:
-        run = start_run(session, RunKind.IMPORT, imported)
-        import_opportunities(
-            session, [book.opportunities], run_id=run.id, as_of=imported, stages=stages
-        )
-        import_activities(session, [book.activities], run_id=run.id, as_of=imported)
-        session.commit()
-
-
 @pytest.mark.parametrize("engine", ["postgresql", "sqlite"], indirect=True)
 def test_two_processes_on_the_same_days_leave_what_one_would(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path
 ) -> None:
     url = engine.url.render_as_string(hide_password=False)
     days = [f"{START + dt.timedelta(days=d)}T23:00:00" for d in range(0, 6)]
-    _book(url, tmp_path)
+    import_book(url, tmp_path / "book", seed=5, leads=60, start=START, days=14)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     workers = [context.Process(target=_run_days, args=(url, days, barrier)) for _ in range(2)]

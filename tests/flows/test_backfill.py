@@ -11,14 +11,10 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from flows.daily import backfill, daily
-from tasks.demo.generator import generate_book
-from tasks.ingest.crm import import_activities, import_opportunities
-from tasks.ingest_tasks import import_leads_task
-from tasks.runs import start_run
-from tasks.stages import current_config
 from tasks.store.db import make_engine
-from tasks.store.models import Decision, FollowUp, Opportunity, OutboxEmail, RunKind
+from tasks.store.models import Decision, FollowUp, Opportunity, OutboxEmail
 from tasks.store.schema import upgrade
+from tests.builders import import_book
 from tests.conftest import PG_ADMIN_URL
 
 START = dt.date(2026, 3, 2)
@@ -52,17 +48,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callab
 def _store(url: str, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("NURTURE_DATABASE_URL", url)
     upgrade(make_engine(url))
-    book = generate_book(tmp_path / f"{name}-in", seed=3, leads=80, start=START, days=DAYS)
-    imported = dt.datetime.combine(START, dt.time(8), tzinfo=dt.UTC)
-    import_leads_task.fn([str(p) for p in book.lead_files], imported, None, None)
-    stages = [s.name for s in current_config().pipeline.stages]
-    with Session(make_engine(url)) as session:
-        run = start_run(session, RunKind.IMPORT, imported)
-        import_opportunities(
-            session, [book.opportunities], run_id=run.id, as_of=imported, stages=stages
-        )
-        import_activities(session, [book.activities], run_id=run.id, as_of=imported)
-        session.commit()
+    import_book(url, tmp_path / f"{name}-in", seed=3, leads=80, start=START, days=DAYS)
     return url
 
 
