@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import datetime as dt
 import json
 import socket
@@ -124,7 +125,7 @@ def send_bench(n: int, latency: float, url: str | None, workdir: Path) -> None:
 def _unpaced() -> Any:
     config = load_config()
     sending = config.sending.model_copy(update={"max_per_second": None})
-    return type(config)(**{**config.__dict__, "sending": sending})
+    return dataclasses.replace(config, sending=sending)
 
 
 # --- webhook ---------------------------------------------------------------------------------

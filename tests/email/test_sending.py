@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections import Counter
@@ -432,7 +433,7 @@ def test_a_dynamic_template_is_sent_as_sendgrid_renders_it(
     source.write_text("subject: Hi {{ lead.first_name }}\nsendgrid_template: d-" + "a1" * 16
                       + "\n---\nHello {{ lead.first_name }}\n")  # fmt: skip
     templates = {**config.templates, "dyn": parse_template(source)}
-    templated = type(config)(**{**config.__dict__, "templates": templates})
+    templated = dataclasses.replace(config, templates=templates)
     lead = add_lead(session, first_name="<b>{{ Bo }}</b>")
     enqueue_emails(session, templated, [QueuedEmail("dyn:1", lead.id, "dyn", {"reason": "x"}, T0)],
                    run_id=None, as_of=T0)  # fmt: skip

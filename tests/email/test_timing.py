@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -110,7 +111,7 @@ def test_a_send_run_keeps_to_the_configured_rate(
 ) -> None:
     queue_emails(12)
     slow = config.sending.model_copy(update={"max_per_second": 4.0})
-    paced = type(config)(**{**config.__dict__, "sending": slow})
+    paced = dataclasses.replace(config, sending=slow)
     now = [0.0]
     slept: list[float] = []
 
@@ -150,7 +151,7 @@ def test_the_configured_lateness_decides_what_is_skipped_late(
     three_days_on = T0 + dt.timedelta(days=3)
     lenient = config.sending.model_copy(update={"lateness": relativedelta(weeks=1)})
     dry = send_due_emails(engine, OutboxOnlySender(), as_of=three_days_on, dry_run=True,
-                          config=type(config)(**{**config.__dict__, "sending": lenient}))  # fmt: skip
+                          config=dataclasses.replace(config, sending=lenient))  # fmt: skip
     assert (dry.recorded, dry.skipped_late) == (1, 0)
     strict = send_due_emails(engine, OutboxOnlySender(), as_of=three_days_on, config=config)
     assert (strict.recorded, strict.skipped_late) == (0, 1)  # sending.yaml: 2 days
