@@ -201,10 +201,6 @@ def compare(a: _Folded, b: _Folded, *, phone_block_ok: bool = True) -> Match | N
     return Match(a.person.ref, b.person.ref, round(score, 4), how, evidence)
 
 
-def fold_person(person: Person) -> _Folded | None:
-    return _fold(person)
-
-
 # --- names -----------------------------------------------------------------------------------
 
 
