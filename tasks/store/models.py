@@ -234,6 +234,30 @@ class Run(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class StageBatch(Base):
+    """A slice of one stage of a daily run: the unit several workers share.
+
+    A worker claims a pending batch with ``FOR UPDATE SKIP LOCKED`` and does its work in the
+    same transaction that marks it done, so a batch is done exactly once: a worker that dies
+    rolls back both, and the batch is pending again for the next one.
+    """
+
+    __tablename__ = "stage_batches"
+    __table_args__ = (UniqueConstraint("run_id", "seq", "lo"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    # The stage's place in the day: no batch starts while an earlier stage has one pending.
+    seq: Mapped[int]
+    stage: Mapped[str] = mapped_column(String(64))
+    # Lead ids lo..hi inclusive; both None: the whole stage at once (work across leads).
+    lo: Mapped[int | None] = mapped_column(BigInteger)
+    hi: Mapped[int | None] = mapped_column(BigInteger)
+    done_at: Mapped[dt.datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(200))
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class Owner(Base):
     __tablename__ = "owners"
 
