@@ -45,6 +45,7 @@ from tasks.rules.compile import compile_condition
 from tasks.rules.conditions import facts_used
 from tasks.rules.engine import ComputedFacts
 from tasks.rules.facts import FactSet, fact_for_display
+from tasks.spans import LeadSpan, within
 from tasks.store.models import (
     IN_PLAY,
     DecisionAction,
@@ -70,8 +71,9 @@ def grade_and_score(
     *,
     run_id: int | None,
     lead_ids: Iterable[int] | None = None,
+    span: LeadSpan | None = None,
 ) -> dict[str, int]:
-    """Score, then grade, the leads in play (``lead_ids``: only those); return counts.
+    """Score, then grade, the leads in play (``lead_ids``, ``span``: only those); return counts.
 
     Scoring comes first so a grade condition reads today's score. Counts: ``scores_changed``,
     ``grades_changed`` and ``to_A`` ... ``to_D`` (grade changes by new grade).
@@ -83,9 +85,9 @@ def grade_and_score(
     pinned_by = sorted(r.name for r in config.rules.rules if any(a.set_grade for a in r.then))
     scores = 0
     changes: dict[str, list[int]] = {}
-    for scope in _scopes(session, wanted, as_of):
+    for scope in _scopes(session, wanted, as_of, span):
         scores += _score(session, grading.score, as_of, scope)
-    for scope in _scopes(session, wanted, as_of):
+    for scope in _scopes(session, wanted, as_of, span):
         for grade, ids in _grade(session, grading, as_of, run_id, scope, pinned_by).items():
             changes.setdefault(grade, []).extend(ids)
     for grade, ids in changes.items():
@@ -101,11 +103,14 @@ def grade_and_score(
 
 
 def _scopes(
-    session: Session, wanted: Sequence[int] | None, as_of: dt.datetime
+    session: Session, wanted: Sequence[int] | None, as_of: dt.datetime, span: LeadSpan | None
 ) -> Iterator[ColumnElement[bool]]:
     """WHERE clauses over ``leads``: in play as of ``as_of``, in as few id slices as the store allows."""
     in_play = and_(
-        Lead.merged_into_id.is_(None), Lead.status.in_(IN_PLAY), Lead.created_at <= as_of
+        Lead.merged_into_id.is_(None),
+        Lead.status.in_(IN_PLAY),
+        Lead.created_at <= as_of,
+        within(span, Lead.id),
     )
     if wanted is None:
         yield in_play

@@ -31,6 +31,8 @@ BY_REGION = "by_region"
 UNASSIGNED = "unassigned"
 AT_CAPACITY = "all owners at capacity"
 NO_OWNER_IN_REGION = "no owner for the lead's region"
+# pg_advisory_xact_lock key of owner assignment (any constant no other lock of ours uses).
+ASSIGNMENT_LOCK = 0x4E55_0001
 
 
 def sync_owners(session: Session, owners_cfg: Owners | Iterable[OwnerEntry]) -> dict[str, int]:
@@ -205,6 +207,7 @@ def assign_owners(
     wanted = sorted(set(lead_ids))
     if not wanted:
         return {}
+    _one_assigner_at_a_time(session)
     reps = [
         _Rep(*row)
         for row in session.execute(
@@ -257,6 +260,15 @@ def assign_owners(
         as_of=as_of,
     )
     return {lead: owner for lead, (owner, _) in chosen.items()}
+
+
+def _one_assigner_at_a_time(session: Session) -> None:
+    """Round robins and caps read the owners' current load: two workers assigning at once (two
+    batches of the rules, or an import beside the daily run) would both see a rep under their
+    cap and both give them a lead. On PostgreSQL a transaction-level advisory lock queues them;
+    SQLite's write lock (BEGIN IMMEDIATE) already does."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(ASSIGNMENT_LOCK)))
 
 
 def _pick(

@@ -12,11 +12,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from tasks.batches import BATCH_LEADS, StageWork, plan_day, stage_counts, work_day
 from tasks.cadences.audience import enrol_audiences
 from tasks.cadences.steps import send_due_steps
 from tasks.config.loader import NurtureConfig, config_dir, load_config
@@ -30,6 +31,7 @@ from tasks.grading import grade_and_score
 from tasks.reports.summary import pipeline_summary
 from tasks.rules.engine import apply_rules
 from tasks.runs import finish_run, start_run
+from tasks.spans import LeadSpan
 from tasks.store.db import get_engine, session_scope
 from tasks.store.models import Decision, EmailStatus, OutboxEmail, Run, RunKind
 from tasks.store.upsert import rowcount
@@ -51,21 +53,38 @@ def current_config() -> NurtureConfig:
 
 
 def stage_grading(
-    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+    session: Session,
+    config: NurtureConfig,
+    as_of: dt.datetime,
+    run_id: int | None,
+    span: LeadSpan | None = None,
 ) -> dict[str, Any]:
     # Before the rules, so a rule tests today's grade and score.
-    return grade_and_score(session, config, as_of, run_id=run_id)
+    return grade_and_score(session, config, as_of, run_id=run_id, span=span)
 
 
 def stage_rules(
-    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+    session: Session,
+    config: NurtureConfig,
+    as_of: dt.datetime,
+    run_id: int | None,
+    span: LeadSpan | None = None,
 ) -> dict[str, Any]:
-    engaged = mark_engaged(session, as_of)
-    return {"engaged": engaged, **asdict(apply_rules(session, config, as_of, run_id=run_id))}
+    engaged = mark_engaged(session, as_of, span)
+    summary = apply_rules(session, config, as_of, run_id=run_id, span=span)
+    return {"engaged": engaged, **asdict(summary)}
+
+
+# The stages below act across leads (a deal and its follow-ups; cadence caps per recipient
+# domain and per owner per day): each is one batch, never cut into lead ranges.
 
 
 def stage_close(
-    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+    session: Session,
+    config: NurtureConfig,
+    as_of: dt.datetime,
+    run_id: int | None,
+    span: LeadSpan | None = None,
 ) -> dict[str, Any]:
     summary = asdict(close_dead_deals(session, config, as_of, run_id=run_id))
     summary["followups_scheduled"] = schedule_for_lost_deals(
@@ -75,13 +94,21 @@ def stage_close(
 
 
 def stage_reopen(
-    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+    session: Session,
+    config: NurtureConfig,
+    as_of: dt.datetime,
+    run_id: int | None,
+    span: LeadSpan | None = None,
 ) -> dict[str, Any]:
     return asdict(reopen_due_followups(session, config, as_of, run_id=run_id))
 
 
 def stage_cadences(
-    session: Session, config: NurtureConfig, as_of: dt.datetime, run_id: int | None
+    session: Session,
+    config: NurtureConfig,
+    as_of: dt.datetime,
+    run_id: int | None,
+    span: LeadSpan | None = None,
 ) -> dict[str, Any]:
     enrolled = enrol_audiences(session, config, as_of, run_id=run_id)
     summary = send_due_steps(session, config, as_of, run_id=run_id)
@@ -89,26 +116,48 @@ def stage_cadences(
     return asdict(summary)
 
 
-STAGES = {
+STAGES: dict[str, StageWork] = {
     "grade_and_score": stage_grading,
     "disqualification_rules": stage_rules,
     "close_dead_deals": stage_close,
     "reopen_due_followups": stage_reopen,
     "cadence_steps": stage_cadences,
 }
+# Stages whose work is confined to each lead: cut into lead-id ranges that workers share.
+PER_LEAD = frozenset({"grade_and_score", "disqualification_rules"})
 
 
-@task(name="start-run", cache_policy=NONE, persist_result=False)
-def start_daily_run(as_of: dt.datetime) -> int:
+def plan_run(session: Session, as_of: dt.datetime, batch_leads: int = BATCH_LEADS) -> int:
+    """A new daily run and its batches; returns the run's id."""
+    run_id = start_run(session, RunKind.DAILY, as_of).id
+    plan_day(session, run_id, {name: name in PER_LEAD for name in STAGES}, batch_leads=batch_leads)
+    return run_id
+
+
+@task(name="plan-day", cache_policy=NONE, persist_result=False)
+def start_daily_run(as_of: dt.datetime, batch_leads: int = BATCH_LEADS) -> int:
     with session_scope() as session:
-        return start_run(session, RunKind.DAILY, as_of).id
+        return plan_run(session, as_of, batch_leads)
 
 
-@task(name="stage", task_run_name="{stage}", cache_policy=NONE, persist_result=False)
-def run_stage(stage: str, as_of: dt.datetime, run_id: int) -> dict[str, Any]:
-    config = current_config()
-    with session_scope() as session:
-        return STAGES[stage](session, config, as_of, run_id)
+@task(name="work-batches", task_run_name="worker {index}", cache_policy=NONE, persist_result=False)
+def work_batches(run_id: int, index: int = 1) -> int:
+    """Claim and do the run's batches until none is left (see ``tasks.batches``)."""
+    logger = get_run_logger()
+    done = work_day(
+        get_engine(),
+        run_id,
+        STAGES,
+        current_config(),
+        on_batch=lambda stage: logger.info("run %s: a %s batch done", run_id, stage),
+    )
+    return len(done)
+
+
+def day_counts(run_id: int) -> dict[str, dict[str, Any]]:
+    """The run's counts per stage, from its batches, in stage order."""
+    with session_scope(dry_run=True) as session:
+        return stage_counts(session, run_id)
 
 
 @task(name="send-due-emails", cache_policy=NONE, persist_result=False)

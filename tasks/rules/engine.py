@@ -26,6 +26,7 @@ from tasks.rules.compile import compile_condition
 from tasks.rules.conditions import facts_used
 from tasks.rules.episodes import step_episodes
 from tasks.rules.facts import FactSet, fact_for_display
+from tasks.spans import LeadSpan, within
 from tasks.store.models import (
     IN_PLAY,
     DecisionAction,
@@ -71,9 +72,15 @@ class RulesSummary:
 
 
 def find_matches(
-    session: Session, rule: Rule, as_of: dt.datetime, *, exclude: set[int] | None = None
+    session: Session,
+    rule: Rule,
+    as_of: dt.datetime,
+    *,
+    exclude: set[int] | None = None,
+    span: LeadSpan | None = None,
 ) -> list[Match]:
-    """The leads a rule applies to as of ``as_of``, with the facts that made it true."""
+    """The leads a rule applies to as of ``as_of`` (``span``: among those), with the facts that
+    made it true."""
     facts = FactSet(as_of, session.get_bind().dialect.name)
     used = sorted(facts_used(rule.when))
     # Facts are computed once per lead in an inner query, then filtered: a fact used in both
@@ -84,6 +91,7 @@ def find_matches(
             Lead.merged_into_id.is_(None),
             Lead.status.in_(IN_PLAY),
             Lead.created_at <= as_of,
+            within(span, Lead.id),
             ~exists().where(
                 Opportunity.lead_id == Lead.id, Opportunity.status == OpportunityStatus.OPEN
             ),
@@ -105,14 +113,20 @@ def find_matches(
 
 
 def apply_rules(
-    session: Session, config: NurtureConfig, as_of: dt.datetime, *, run_id: int | None
+    session: Session,
+    config: NurtureConfig,
+    as_of: dt.datetime,
+    *,
+    run_id: int | None,
+    span: LeadSpan | None = None,
 ) -> RulesSummary:
+    """Every enabled rule in order, over the leads in play (``span``: among those)."""
     summary = RulesSummary()
     disqualified: set[int] = set()
     for rule in config.rules.rules:
         if not rule.enabled:
             continue
-        matches = find_matches(session, rule, as_of, exclude=disqualified)
+        matches = find_matches(session, rule, as_of, exclude=disqualified, span=span)
         began = step_episodes(session, rule.name, [m.lead_id for m in matches], as_of, run_id)
         firing = [m for m in matches if m.lead_id in began]
         summary.matched[rule.name] = len(matches)

@@ -1,0 +1,191 @@
+"""A day's stages cut into batches that any number of workers share, claimed in the store.
+
+A daily run is planned as batches. Stages whose work is confined to each lead (grading, the
+disqualification rules) are cut into ranges of lead ids; stages whose work spans leads (cadence
+caps per recipient domain and owner, deals, follow-ups) are one batch each. Workers - threads of
+one flow run, Dask workers, or flow runs on other machines joining the day - then loop: claim the
+first pending batch with ``FOR UPDATE SKIP LOCKED``, do its work and mark it done, in one
+transaction. So a batch is done exactly once: two workers never take the same rows, and a worker
+that dies rolls back its work with its claim. No batch starts while an earlier stage still has
+one pending, so the stages keep their order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import Engine, exists, func, insert, select
+from sqlalchemy.orm import Session
+
+from tasks.config.loader import NurtureConfig
+from tasks.spans import LeadSpan
+from tasks.store.db import session_scope
+from tasks.store.models import Lead, Run, StageBatch
+
+# Leads per batch of a per-lead stage: big enough that a batch's statements amortise their
+# planning and its task's overhead, small enough that two workers share the day evenly.
+BATCH_LEADS = 20_000
+# How long a worker waits before looking again when every pending batch is another's.
+POLL_SECONDS = 0.05
+
+
+class StageWork(Protocol):
+    def __call__(
+        self,
+        session: Session,
+        config: NurtureConfig,
+        as_of: dt.datetime,
+        run_id: int | None,
+        span: LeadSpan | None = None,
+    ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    stage: str
+    span: LeadSpan | None
+
+
+WAIT: Literal["wait"] = "wait"
+
+
+def plan_day(
+    session: Session,
+    run_id: int,
+    stages: Mapping[str, bool],
+    *,
+    batch_leads: int = BATCH_LEADS,
+) -> int:
+    """Write the run's batches: ``stages`` maps each stage, in order, to whether it is cut into
+    lead-id ranges. Returns the number of batches."""
+    if batch_leads < 1:
+        raise ValueError(f"batch_leads must be at least 1, not {batch_leads}")
+    low, high = session.execute(select(func.min(Lead.id), func.max(Lead.id))).one()
+    rows: list[dict[str, Any]] = []
+    for seq, (stage, per_lead) in enumerate(stages.items()):
+        if not per_lead or low is None:
+            rows.append({"run_id": run_id, "seq": seq, "stage": stage, "lo": None, "hi": None})
+            continue
+        starts = range(low, high + 1, batch_leads)
+        for start in starts:
+            last = start == starts[-1]
+            end = None if last else start + batch_leads - 1
+            rows.append({"run_id": run_id, "seq": seq, "stage": stage, "lo": start, "hi": end})
+    session.execute(insert(StageBatch), [row | {"counts": {}} for row in rows])
+    return len(rows)
+
+
+def claim_next(session: Session, run_id: int) -> Claimed | Literal["wait"] | None:
+    """The next batch this worker may do, locked until its transaction ends; ``WAIT`` when every
+    pending batch is another worker's or behind an unfinished stage; None when the day is done."""
+    pending = (StageBatch.run_id == run_id, StageBatch.done_at.is_(None))
+    batch = session.execute(
+        select(StageBatch.id, StageBatch.seq, StageBatch.stage, StageBatch.lo, StageBatch.hi)
+        .where(*pending)
+        .order_by(StageBatch.seq, StageBatch.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if batch is None:
+        others = session.scalar(select(exists().where(*pending)))
+        return WAIT if others else None
+    if session.scalar(select(exists().where(*pending, StageBatch.seq < batch.seq))):
+        return WAIT  # an earlier stage is still being worked on: its results come first
+    span = None if batch.lo is None else LeadSpan(batch.lo, batch.hi)
+    return Claimed(batch.id, batch.stage, span)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def work_day(
+    engine: Engine,
+    run_id: int,
+    stages: Mapping[str, StageWork],
+    config: NurtureConfig,
+    *,
+    worker: str | None = None,
+    poll: float = POLL_SECONDS,
+    on_batch: Callable[[str], None] | None = None,
+) -> list[int]:
+    """Do the run's batches until none is left; return the ids of those this worker did.
+
+    Each batch is claimed, done and marked done in one transaction, so a failure leaves it
+    pending for the next worker (or the next attempt) with nothing of it written.
+    """
+    worker = worker or worker_name()
+    done: list[int] = []
+    while True:
+        with session_scope(engine=engine) as session:
+            as_of = session.scalars(select(Run.as_of).where(Run.id == run_id)).one()
+            claim = claim_next(session, run_id)
+            if claim is None:
+                return done
+            if isinstance(claim, Claimed):
+                counts = stages[claim.stage](session, config, as_of, run_id, claim.span)
+                batch = session.get(StageBatch, claim.id)
+                assert batch is not None
+                batch.done_at, batch.worker, batch.counts = dt.datetime.now(dt.UTC), worker, counts
+                done.append(claim.id)
+        if not isinstance(claim, Claimed):
+            time.sleep(poll)
+        elif on_batch is not None:
+            on_batch(claim.stage)
+
+
+def stage_counts(session: Session, run_id: int) -> dict[str, dict[str, Any]]:
+    """Each stage's counts: its batches' counts added up (numbers summed, dicts merged)."""
+    totals: dict[str, dict[str, Any]] = {}
+    rows = session.execute(
+        select(StageBatch.stage, StageBatch.counts)
+        .where(StageBatch.run_id == run_id)
+        .order_by(StageBatch.seq, StageBatch.id)
+    ).tuples()
+    for stage, counts in rows:
+        totals[stage] = add_counts(totals.get(stage, {}), counts or {})
+    return totals
+
+
+def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    total = dict(a)
+    for key, value in b.items():
+        held = total.get(key)
+        if isinstance(value, Mapping):
+            total[key] = add_counts(held if isinstance(held, Mapping) else {}, value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = (held or 0) + value
+        elif isinstance(value, list):
+            total[key] = [*(held or []), *value]
+        else:
+            total[key] = value
+    return total
+
+
+def pending_batches(session: Session, run_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(StageBatch)
+            .where(StageBatch.run_id == run_id, StageBatch.done_at.is_(None))
+        )
+        or 0
+    )
+
+
+def open_day(session: Session) -> int | None:
+    """The latest run with batches still pending: the day a worker joining now should help."""
+    return session.scalar(
+        select(StageBatch.run_id)
+        .where(StageBatch.done_at.is_(None))
+        .order_by(StageBatch.run_id.desc())
+        .limit(1)
+    )
