@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.runners import task_runner
 from flows.timing import days, resolve_as_of
 from tasks.batches import BATCH_LEADS, open_day
 from tasks.stages import (
@@ -62,7 +63,12 @@ def check_workers(workers: int) -> None:
         )
 
 
-@flow(name="day", flow_run_name="day {as_of:%Y-%m-%d}", log_prints=False)
+@flow(
+    name="day",
+    flow_run_name="day {as_of:%Y-%m-%d}",
+    log_prints=False,
+    task_runner=task_runner(),
+)
 def day(as_of: dt.datetime, send_late: bool = False, workers: int = 1) -> dict[str, Any]:
     """One day of a backfill: its own run in the Prefect UI, under the backfill's."""
     return run_day(as_of, send_late, workers)
@@ -90,7 +96,7 @@ def _publish(key: str, counts: dict[str, Any]) -> None:
     )
 
 
-@flow(name="daily", log_prints=False)
+@flow(name="daily", log_prints=False, task_runner=task_runner())
 def daily(
     as_of: str | None = None,
     dry_run: bool = False,

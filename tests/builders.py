@@ -161,3 +161,17 @@ def import_book(
         )
         import_activities(session, [book.activities], run_id=run.id, as_of=imported)
         session.commit()
+
+
+def truncate_store(url: str) -> None:
+    """Empty every table of the PostgreSQL store at ``url``; ids start again from 1."""
+    from sqlalchemy import text
+
+    from tasks.store.db import make_engine
+    from tasks.store.models import Base
+
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tasks.config.loader import ConfigError, NurtureConfig, load_config
 from tasks.store.db import make_engine
-from tasks.store.models import Base, Run, RunKind
+from tasks.store.models import Run, RunKind
 from tasks.store.schema import upgrade
+from tests.builders import truncate_store
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
@@ -96,18 +97,10 @@ def engine(
         url = f"sqlite:///{path}"
     else:
         url = request.getfixturevalue("pg_url")
-        _truncate(url)
+        truncate_store(url)
     monkeypatch.setenv("NURTURE_DATABASE_URL", url)
     engine = make_engine(url)
     yield engine
-    engine.dispose()
-
-
-def _truncate(url: str) -> None:
-    engine = make_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
 
 
