@@ -3,28 +3,39 @@
     python benchmarks/daily.py --leads 100000 --database postgresql+psycopg://postgres@127.0.0.1/nurture_bench
 
 The store (wiped first: use a scratch database) gets N leads with 200 days of history (the rules
-benchmark's builder: emails, replies, meetings, owners, enrolments). Then, on the same data
-rebuilt in between, two runs of the same day:
+benchmark's builder: emails, replies, meetings, owners, enrolments). Then, for each number of
+workers (``--workers 1 2``), on the same data rebuilt before every run, alternating:
 
-* ``flow``: the ``daily`` Prefect flow (one task per stage, the send task and the report), with
-  a temporary Prefect server already started and warmed up (its 10-20 s start is not counted);
-* ``plain``: the very same stage functions called directly, no Prefect at all: the lower bound.
+* ``flow``: the ``daily`` Prefect flow (plan the day's batches, ``workers`` tasks sharing them,
+  the send task and the report) against a real Prefect server started for the benchmark (its
+  start is not counted); one worker on the default task runner, several on a Dask cluster of
+  that many worker processes, started before the timings as a production cluster would be;
+* ``plain``: the very same work as plain function calls (the batches shared by ``workers``
+  processes of a pool started beforehand), no Prefect at all: the lower bound.
 
-Prints both times and the share of the flow's time spent in orchestration ((flow - plain) /
-flow; the goal at 100k leads is <= 5%). One worker: running the stages on several workers is
-not built yet.
+Prints the medians of ``--repeat`` runs of each and the share of the flow's time spent in
+orchestration ((flow - plain) / flow; the goal at 100k leads is <= 5%).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import multiprocessing
 import os
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import httpx
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,28 +58,38 @@ def fresh(url: str, leads: int) -> None:
     engine.dispose()
 
 
-def plain(url: str) -> float:
-    """Every stage of the day as plain function calls, each in its own transaction."""
+def _work_day(url: str, run_id: int) -> int:
+    """One worker process's share of a day (a pool process: imports already paid)."""
+    from tasks.batches import work_day
+    from tasks.stages import STAGES, current_config
+
+    return len(work_day(make_engine(url), run_id, STAGES, current_config()))
+
+
+def _import_once() -> None:
+    import tasks.stages  # noqa: F401
+
+
+def plain(url: str, workers: int, pool: Any) -> float:
+    """The day as the flow does it (planned batches shared by ``workers`` worker processes, then
+    sending and the report), as plain function calls: no Prefect at all."""
     from tasks.email.senders import OutboxOnlySender
     from tasks.email.sending import send_due_emails
     from tasks.reports.summary import pipeline_summary
-    from tasks.runs import finish_run, start_run
-    from tasks.stages import STAGES, current_config
+    from tasks.runs import finish_run
+    from tasks.stages import current_config, plan_run
     from tasks.store.db import session_scope
-    from tasks.store.models import Run, RunKind
+    from tasks.store.models import Run
 
     engine = make_engine(url)
     config = current_config()
     started = time.perf_counter()
     with session_scope(engine=engine) as session:
-        run_id = start_run(session, RunKind.DAILY, AS_OF).id
-    counts: dict[str, object] = {}
-    for name, stage in STAGES.items():
-        with session_scope(engine=engine) as session:
-            counts[name] = stage(session, config, AS_OF, run_id)
-    counts["sending"] = asdict(
-        send_due_emails(engine, OutboxOnlySender(), as_of=AS_OF, config=config)
-    )
+        run_id = plan_run(session, AS_OF)
+    pool.starmap(_work_day, [(url, run_id)] * workers)
+    counts = {
+        "sending": asdict(send_due_emails(engine, OutboxOnlySender(), as_of=AS_OF, config=config))
+    }
     with session_scope(engine=engine) as session:
         pipeline_summary(session)
         run = session.get(Run, run_id)
@@ -77,37 +98,98 @@ def plain(url: str) -> float:
     return time.perf_counter() - started
 
 
-def flow(url: str) -> float:
+def flow(url: str, workers: int, dask_address: str) -> float:
+    """The daily flow: one worker on the default task runner; several on a Dask cluster of
+    worker processes already running (NURTURE_DASK_ADDRESS, as in production)."""
+    from flows.daily import daily
+    from flows.runners import dask_runner
+
+    run = daily if workers == 1 else daily.with_options(task_runner=dask_runner(dask_address))
+    started = time.perf_counter()
+    run(as_of=AS_OF.isoformat(), workers=workers)
+    return time.perf_counter() - started
+
+
+def warm_up() -> None:
+    """One empty flow run first: the client's one-time set-up in this process is not timed."""
     from prefect import flow as prefect_flow
 
-    from flows.daily import daily
-
     @prefect_flow
-    def warm_up() -> None:
+    def nothing() -> None:
         pass
 
-    warm_up()  # the temporary server starts here, outside the timing
-    started = time.perf_counter()
-    daily(as_of=AS_OF.isoformat())
-    return time.perf_counter() - started
+    nothing()
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """A real Prefect server on loopback (its own SQLite database in ``home``), as ops run one:
+    worker processes report to it through PREFECT_API_URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(180):
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("the Prefect server did not start within 90 s")
+        yield api
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--database", required=True, help="a scratch PostgreSQL database URL")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each, medians reported")
     args = parser.parse_args()
     os.environ["NURTURE_DATABASE_URL"] = args.database
-    os.environ.pop("PREFECT_API_URL", None)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.pop("SENDGRID_API_KEY", None)  # the outbox only: nothing leaves this machine
-    fresh(args.database, args.leads)
-    base = plain(args.database)
-    fresh(args.database, args.leads)
-    orchestrated = flow(args.database)
+    with tempfile.TemporaryDirectory() as home, prefect_server(Path(home)) as api:
+        os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=home)
+        warm_up()
+        from distributed import LocalCluster
+
+        most = max(args.workers)
+        context = multiprocessing.get_context("spawn")
+        with (
+            LocalCluster(n_workers=most, threads_per_worker=1, processes=True) as cluster,
+            context.Pool(most, initializer=_import_once) as pool,
+        ):
+            for workers in args.workers:
+                _measure(args, workers, pool, cluster.scheduler_address)
+
+
+def _measure(args: argparse.Namespace, workers: int, pool: Any, dask_address: str) -> None:
+    times: dict[str, list[float]] = {"plain": [], "flow": []}
+    for _ in range(args.repeat):
+        # Alternated, each on the same data rebuilt, so drift on the machine hits both.
+        fresh(args.database, args.leads)
+        times["plain"].append(plain(args.database, workers, pool))
+        fresh(args.database, args.leads)
+        times["flow"].append(flow(args.database, workers, dask_address))
+    base, orchestrated = statistics.median(times["plain"]), statistics.median(times["flow"])
     share = (orchestrated - base) / orchestrated
-    print(f"daily run, {args.leads:,} leads on PostgreSQL, 1 worker: flow {orchestrated:.1f} s, "
-          f"plain {base:.1f} s, orchestration {100 * share:.1f}% of the flow's time")  # fmt: skip
+    print(f"daily run, {args.leads:,} leads on PostgreSQL, {workers} worker(s): "
+          f"flow {orchestrated:.1f} s, plain {base:.1f} s, orchestration "
+          f"{100 * share:.1f}% of the flow's time (runs: flow "
+          f"{', '.join(f'{t:.1f}' for t in times['flow'])}; plain "
+          f"{', '.join(f'{t:.1f}' for t in times['plain'])})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

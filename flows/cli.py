@@ -194,17 +194,24 @@ def _print_counts(what: str, counts: dict[str, Any]) -> None:
 # -- runs ---------------------------------------------------------------------------------------
 
 
+Workers = Annotated[
+    int,
+    typer.Option(min=1, help="Workers sharing each day's batches (PostgreSQL store only)"),
+]
+
+
 @run_app.command("daily")
 def run_daily(
     as_of: AsOf = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Decide, write and send nothing")
     ] = False,
+    workers: Workers = 1,
 ) -> None:
     """Rules, dead deals, follow-ups, cadence steps, sending and the report, as of a moment."""
     from flows.daily import daily
 
-    counts = _guarded(daily, as_of=as_of, dry_run=dry_run)
+    counts = _guarded(daily, as_of=as_of, dry_run=dry_run, workers=workers)
     out.print_json(json.dumps(_without_report(counts), default=str))
 
 
@@ -216,6 +223,7 @@ def backfill(
     send_late: Annotated[
         bool, typer.Option("--send-late", help="Send even emails past their lateness")
     ] = False,
+    workers: Workers = 1,
 ) -> None:
     """Run the daily flow for each day from START to END, in order."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -223,7 +231,9 @@ def backfill(
     import flows.daily
 
     if dry_run:
-        results = _guarded(flows.daily.backfill, start=start, end=end, dry_run=True)
+        results = _guarded(
+            flows.daily.backfill, start=start, end=end, dry_run=True, workers=workers
+        )
     else:
         with Progress(
             TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -239,7 +249,12 @@ def backfill(
             flows.daily.on_day_done = done
             try:
                 results = _guarded(
-                    flows.daily.backfill, start=start, end=end, dry_run=False, send_late=send_late
+                    flows.daily.backfill,
+                    start=start,
+                    end=end,
+                    dry_run=False,
+                    send_late=send_late,
+                    workers=workers,
                 )
             finally:
                 flows.daily.on_day_done = None
