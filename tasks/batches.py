@@ -182,10 +182,10 @@ def pending_batches(session: Session, run_id: int) -> int:
 
 
 def open_day(session: Session) -> int | None:
-    """The latest run with batches still pending: the day a worker joining now should help."""
-    return session.scalar(
-        select(StageBatch.run_id)
-        .where(StageBatch.done_at.is_(None))
-        .order_by(StageBatch.run_id.desc())
-        .limit(1)
-    )
+    """The latest planned run, if it still has batches pending: the day a worker joining now
+    should help with. An older run left unfinished (its flow run crashed) is never joined
+    implicitly: its day is past, and a rerun of that day plans batches of its own."""
+    latest = session.scalar(select(func.max(StageBatch.run_id)))
+    if latest is None or not pending_batches(session, latest):
+        return None
+    return int(latest)

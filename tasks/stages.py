@@ -1,6 +1,9 @@
-"""Prefect tasks for the daily run: each stage is one task over the whole batch, set-based.
+"""The daily run's stages and its Prefect tasks.
 
-Tasks open their own session (never passed one), run a plain function and commit; they carry
+Each stage is a plain function over a set of leads, set-based; the per-lead stages take a span of
+lead ids so that workers can share them (``tasks.batches``). A day is one ``plan-day`` task, then
+``workers`` ``work-batches`` tasks that claim the day's batches from the store, then sending and
+the report: a handful of task runs per day, however many leads. Tasks open their own session (never passed one), run a plain function and commit; they carry
 ids and counts only, never personal data, and persist no results.
 """
 

@@ -67,6 +67,25 @@ def test_a_worker_joining_finds_nothing_once_the_day_is_done(engine: Engine) -> 
     assert daily_worker(run_id=counts["run_id"]) == {"run_id": counts["run_id"], "batches": 0}
 
 
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_joining_worker_helps_the_latest_day_only(engine: Engine) -> None:
+    from tasks.stages import plan_run
+    from tasks.store.db import session_scope
+
+    _quiet_leads(engine, 4)
+    with session_scope() as session:
+        stale = plan_run(session, T0 - days(1), batch_leads=2)  # its flow run crashed
+        today = plan_run(session, T0 + days(18), batch_leads=2)
+    assert daily_worker() == {"run_id": today, "batches": 7}  # 2 + 2 lead ranges, 3 whole stages
+    assert _disqualified(engine) == 4
+    assert daily_worker() == {"run_id": None, "batches": 0}  # never the stale day
+    with Session(engine) as s:
+        left = s.scalar(
+            select(func.count()).where(StageBatch.run_id == stale, StageBatch.done_at.is_(None))
+        )
+    assert left == 7
+
+
 @pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 def test_sqlite_refuses_a_second_worker_before_anything_runs(engine: Engine) -> None:
     _quiet_leads(engine, 2)
