@@ -122,12 +122,15 @@ def schedule_for_leads(
 
     The day moves to the next business day, as every follow-up does.
     """
+    # Thousands of leads share a handful of days: each day is moved once.
+    days = {day for _, day, _ in requests.values()}
+    moved = {day: next_business_day(day, policy.holidays) for day in days}
     rows = [
         {
             "lead_id": lead_id,
             "opportunity_id": None,
             "dedupe_key": key,
-            "due_on": next_business_day(day, policy.holidays),
+            "due_on": moved[day],
             "basis": basis,
             "status": FollowUpStatus.SCHEDULED,
             "created_at": as_of,
