@@ -3,8 +3,11 @@
 Chosen by the environment of the process that runs the flow (a Prefect worker's job variables),
 so deployments stay the same and the base install needs no Dask:
 
-* ``NURTURE_TASK_RUNNER=threads`` (default): the day's worker tasks are threads of the flow run;
-  the work is mostly in PostgreSQL, so threads share two cores well.
+* ``NURTURE_TASK_RUNNER=threads`` (default): the day's worker tasks are threads of the flow run.
+  Cheap to start, but a batch is about half Python, so threads share the interpreter's lock.
+* ``NURTURE_TASK_RUNNER=processes``: Prefect's ``ProcessPoolTaskRunner`` with
+  ``NURTURE_PROCESSES`` processes (default: the machine's cores), started with each flow run
+  (a few seconds: worth it on big days).
 * ``NURTURE_TASK_RUNNER=dask``: prefect-dask's ``DaskTaskRunner`` (``pip install -e '.[dask]'``);
   ``NURTURE_DASK_ADDRESS=tcp://host:8786`` uses a running Dask cluster (workers on several
   machines), else a local cluster of ``NURTURE_DASK_WORKERS`` processes (default 2).
@@ -16,9 +19,9 @@ import os
 from typing import Any, cast
 
 from prefect.futures import PrefectFuture
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-CHOICES = ("threads", "dask")
+CHOICES = ("threads", "processes", "dask")
 Runner = TaskRunner[PrefectFuture[Any]]
 
 
@@ -26,8 +29,12 @@ def task_runner() -> Runner:
     choice = os.environ.get("NURTURE_TASK_RUNNER", "threads").strip().lower() or "threads"
     if choice == "threads":
         return cast(Runner, ThreadPoolTaskRunner())
+    if choice == "processes":
+        processes = _count("NURTURE_PROCESSES", str(os.cpu_count() or 2))
+        return cast(Runner, ProcessPoolTaskRunner(max_workers=processes))
     if choice == "dask":
-        return dask_runner(os.environ.get("NURTURE_DASK_ADDRESS") or None, _dask_workers())
+        workers = _count("NURTURE_DASK_WORKERS", "2")
+        return dask_runner(os.environ.get("NURTURE_DASK_ADDRESS") or None, workers)
     raise ValueError(f"NURTURE_TASK_RUNNER={choice!r}: expected one of {', '.join(CHOICES)}")
 
 
@@ -45,12 +52,12 @@ def dask_runner(address: str | None = None, workers: int = 2, processes: bool = 
     return cast(Runner, DaskTaskRunner(cluster_kwargs=kwargs))
 
 
-def _dask_workers() -> int:
-    raw = os.environ.get("NURTURE_DASK_WORKERS", "2")
+def _count(variable: str, default: str) -> int:
+    raw = os.environ.get(variable, default)
     try:
-        workers = int(raw)
+        count = int(raw)
     except ValueError:
-        workers = 0
-    if workers < 1:
-        raise ValueError(f"NURTURE_DASK_WORKERS={raw!r}: expected a whole number of at least 1")
-    return workers
+        count = 0
+    if count < 1:
+        raise ValueError(f"{variable}={raw!r}: expected a whole number of at least 1")
+    return count

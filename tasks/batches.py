@@ -31,7 +31,7 @@ from tasks.store.models import Lead, Run, StageBatch
 
 # Leads per batch of a per-lead stage: big enough that a batch's statements amortise their
 # planning and its task's overhead, small enough that two workers share the day evenly.
-BATCH_LEADS = 20_000
+BATCH_LEADS = 10_000
 # How long a worker waits before looking again when every pending batch is another's.
 POLL_SECONDS = 0.05
 

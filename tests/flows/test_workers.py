@@ -4,6 +4,7 @@ run joining the day; SQLite refuses more than one."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -60,6 +61,23 @@ def test_the_daily_flow_on_a_dask_cluster(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_the_daily_flow_on_a_process_pool(engine: Engine) -> None:
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    _quiet_leads(engine, 6)
+    in_processes = daily.with_options(task_runner=ProcessPoolTaskRunner(max_workers=2))
+    counts = in_processes(as_of="2026-03-20", workers=2, batch_leads=2)
+    assert counts["disqualification_rules"]["actions"]["disqualify"] == 6
+    assert _disqualified(engine) == 6
+    with Session(engine) as s:
+        workers = set(
+            s.scalars(select(StageBatch.worker).where(StageBatch.run_id == counts["run_id"]))
+        )
+    # Done in the pool's processes (worker names are host:pid:thread), none in this one.
+    assert workers and all(w.split(":")[1] != str(os.getpid()) for w in workers)
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_a_worker_joining_finds_nothing_once_the_day_is_done(engine: Engine) -> None:
     _quiet_leads(engine, 3)
     counts = daily(as_of="2026-03-20")
@@ -101,8 +119,11 @@ def test_the_task_runner_is_chosen_by_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("NURTURE_DASK_WORKERS", "none")
     with pytest.raises(ValueError, match="NURTURE_DASK_WORKERS='none'"):
         task_runner()
+    monkeypatch.setenv("NURTURE_TASK_RUNNER", "processes")
+    monkeypatch.setenv("NURTURE_PROCESSES", "2")
+    assert type(task_runner()).__name__ == "ProcessPoolTaskRunner"
     monkeypatch.setenv("NURTURE_TASK_RUNNER", "celery")
-    with pytest.raises(ValueError, match="expected one of threads, dask"):
+    with pytest.raises(ValueError, match="expected one of threads, processes, dask"):
         task_runner()
     monkeypatch.delenv("NURTURE_TASK_RUNNER")
     assert type(task_runner()).__name__ == "ThreadPoolTaskRunner"
