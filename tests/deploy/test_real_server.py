@@ -17,11 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from tasks.store.db import make_engine
-from tasks.store.models import Run, RunKind
+from tasks.store.models import Run, RunKind, StageBatch
 from tasks.store.schema import upgrade
 from tests.conftest import PG_ADMIN_URL
 
@@ -112,15 +112,27 @@ def test_deploy_trigger_and_run_the_daily_deployment_on_a_real_server(
     prefect(stack, "work-pool", "create", "nurture-process", "--type", "process")
     deployed = prefect(stack, "--no-prompt", "deploy", "--all")
     for name in ("daily/daily", "backfill/backfill", "ingest/ingest", "ingest-folder/ingest-folder",
-                 "webhook-events/webhook-events"):  # fmt: skip
+                 "webhook-events/webhook-events", "daily-worker/daily-worker"):  # fmt: skip
         assert name in deployed, deployed
+    on_postgresql = stack["NURTURE_DATABASE_URL"].startswith("postgresql")
+    # On PostgreSQL, two workers in the daily run and a second flow run joining the day: the
+    # worker starts both at once, as a second machine's worker would.
+    workers = "2" if on_postgresql else "1"
     prefect(stack, "deployment", "run", "daily/daily", "--param", "as_of=2026-03-02",
-            "--param", "dry_run=false")  # fmt: skip
+            "--param", "dry_run=false", "--param", f"workers={workers}")  # fmt: skip
+    if on_postgresql:
+        prefect(stack, "deployment", "run", "daily-worker/daily-worker")
     prefect(stack, "worker", "start", "--pool", "nurture-process", "--run-once", timeout=300)
     with Session(make_engine(stack["NURTURE_DATABASE_URL"])) as session:
         runs = session.execute(select(Run.kind, Run.as_of, Run.finished_at)).tuples().all()
+        pending = session.scalar(select(func.count()).where(StageBatch.done_at.is_(None)))
     assert len(runs) == 1
     kind, as_of, finished = runs[0]
     assert (
         kind == RunKind.DAILY and as_of.date().isoformat() == "2026-03-02" and finished is not None
     )
+    assert pending == 0
+    # The runs triggered above (the schedules' future runs wait, SCHEDULED) all completed.
+    flow_runs = httpx.post(f"{stack['PREFECT_API_URL']}/flow_runs/filter", json={}).json()
+    ran = [r["state_type"] for r in flow_runs if r["state_type"] != "SCHEDULED"]
+    assert ran == ["COMPLETED"] * (2 if on_postgresql else 1)
