@@ -204,3 +204,14 @@ def test_a_backfill_shows_progress_runs_each_day_as_a_subflow_and_publishes_deci
     summary = latest("nurture-backfill")
     assert tables and summary and "| days | `3` |" in str(summary[0]["data"])
     assert all(a["type"] == "table" for a in tables)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
+def test_run_daily_with_two_workers_on_postgresql_and_a_clear_no_on_sqlite(engine: Engine) -> None:
+    code, output = invoke("run", "daily", "--as-of", "2026-03-02", "--workers", "2")
+    if engine.dialect.name == "sqlite":
+        assert code != 0
+        assert "workers=2 needs the PostgreSQL store" in output
+    else:
+        assert code == 0, output
+        assert '"grade_and_score"' in output
