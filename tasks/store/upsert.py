@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Table, TextClause, any_, cast, literal
+from sqlalchemy import ARRAY, ColumnElement, Integer, Table, TextClause, any_, cast, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.types import NullType
 
 from tasks.store.models import Base
 
@@ -202,6 +203,13 @@ def among(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement
     """
     if session.get_bind().dialect.name == "postgresql":
         element = column.type  # an array of the column's own type, empty or not
+        if isinstance(element, Integer):
+            # Ids as one array literal, parsed by the server: psycopg adapts a list element
+            # by element in Python, which cost a second per 100,000 imported rows. Untyped, so
+            # the server reads it as the array itself, a constant: a text parameter cast to an
+            # array is evaluated again for every row a sequential scan reads.
+            listed = "{" + ",".join(map(str, values)) + "}"
+            return column == any_(cast(literal(listed, NullType()), ARRAY(element)))
         return column == any_(cast(literal(list(values), ARRAY(element)), ARRAY(element)))
     return column.in_(list(values))
 
@@ -225,3 +233,32 @@ def append_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
     connection.exec_driver_sql(
         f"INSERT INTO {target.name} ({listed}) VALUES ({marks})", [values(r) for r in rows]
     )
+
+
+def append_int_rows(
+    session: Session, model: type[Base], names: Sequence[str], rows: Iterable[tuple[int, ...]]
+) -> None:
+    """Append rows of integers only (hashed keys and ids), like ``append_rows`` but faster.
+
+    An import stores about eight match keys per lead: at a million leads, adapting each row
+    value by value through psycopg cost more than the server's work. Integers need no escaping,
+    so PostgreSQL gets the COPY text in one piece.
+    """
+    target = table(model)
+    listed = ", ".join(names)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        data = "".join("\t".join(map(str, row)) + "\n" for row in rows)
+        if not data:
+            return
+        driver: Any = connection.connection.driver_connection
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {target.name} ({listed}) FROM STDIN") as copy,
+        ):
+            copy.write(data)
+        return
+    marks = ", ".join("?" for _ in names)
+    values = list(rows)
+    if values:
+        connection.exec_driver_sql(f"INSERT INTO {target.name} ({listed}) VALUES ({marks})", values)
