@@ -44,6 +44,7 @@ from tasks.store.models import (
 )
 from tasks.store.upsert import (
     among,
+    append_int_rows,
     append_rows,
     fit,
     id_slices,
@@ -422,7 +423,7 @@ class _Writer:
             for block in blocks[key]
         }
         more = {(block, lead_ids[key]) for key, blocks in absorbed for block in blocks} - fresh
-        append_rows(self.session, LeadMatchKey, [{"key": k, "lead_id": i} for k, i in fresh])
+        append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], fresh)
         if more:
             # A key the lead already holds (from another spelling) is skipped.
             insert_ignore_returning(
