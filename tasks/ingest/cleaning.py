@@ -18,10 +18,14 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
+from tasks.ingest.matching import Person, block_keys
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import IngestFileError, Record, read_records
+from tasks.ingest.rows import jsonable
+from tasks.store.models import Lead
+from tasks.store.upsert import fit
 
 BATCH = 5_000
 # Below this much input a second process costs more to start (~1 s) than it saves.
@@ -30,10 +34,35 @@ PARALLEL_FROM_BYTES = 4_000_000
 
 @dataclass(slots=True)
 class CleanRow:
+    """A row as the writer needs it: where it was, what it said, and what cleaning made of it.
+
+    Whatever can be worked out from the row alone is worked out here, beside the cleaning: in
+    a large import this runs in the second process, which has time to spare while the first
+    one writes.
+    """
+
     file: str
-    record: Record
+    row_number: int
+    line_number: int
+    raw: dict[str, Any]  # every column as given, as JSON can store it
     lead: CleanLead
     key: str | None  # the exact dedupe identity; None for a rejected row
+    blocks: set[int]  # the fuzzy-matching block keys of the lead this row would create
+
+
+def lead_blocks(lead: CleanLead) -> set[int]:
+    """The block keys of the lead a row would create, from its names as the store keeps them."""
+    return block_keys(
+        Person(
+            None,
+            fit(Lead.first_name, lead.first_name),
+            fit(Lead.last_name, lead.last_name),
+            lead.company_key,
+            lead.website,
+            lead.email_key,
+            lead.phone,
+        )
+    )
 
 
 def identity(
@@ -66,16 +95,22 @@ def clean_batches(
     batch: list[CleanRow] = []
     for path in paths:
         for record in read_records(path, "lead", encodings[path], columns):
-            lead = clean_lead(record.fields)
-            key = None if lead.rejected else identity(
-                lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
-            )  # fmt: skip
-            batch.append(CleanRow(str(path), record, lead, key))
+            batch.append(_clean_row(str(path), record))
             if len(batch) >= BATCH:
                 yield batch
                 batch = []
     if batch:
         yield batch
+
+
+def _clean_row(file: str, record: Record) -> CleanRow:
+    lead = clean_lead(record.fields)
+    key = None if lead.rejected else identity(
+        lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
+    )  # fmt: skip
+    blocks = lead_blocks(lead) if key else set()
+    raw = jsonable(record.raw)
+    return CleanRow(file, record.row_number, record.line_number, raw, lead, key, blocks)
 
 
 def cleaned(

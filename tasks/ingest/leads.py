@@ -31,7 +31,7 @@ from tasks.ingest.matching import (
 )
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.reader import read_records, resolve_encoding
-from tasks.ingest.rows import jsonable, update_by_id
+from tasks.ingest.rows import update_by_id
 from tasks.store.models import (
     DecisionAction,
     ImportKind,
@@ -230,6 +230,7 @@ class _Writer:
         outcomes: list[ImportOutcome] = []
         filled: list[list[str]] = []
         aliases: list[tuple[str, CleanRow]] = []  # (the lead's key, the row seen with it)
+        refilled: set[str] = set()  # pending keys a later row of the batch filled fields of
         for index, row in enumerate(batch):
             incoming = {name: getattr(row.lead, name) for name in FILLABLE}
             origin = Provenance(row.lead.source, row.lead.created or self.as_of)
@@ -250,6 +251,8 @@ class _Writer:
             elif row.key in pending:
                 target = pending[row.key]
                 names = _fill(target, incoming, target, origin, self.trust)
+                if names:
+                    refilled.add(row.key)
                 aliases.append((row.key, row))
                 if row.key in pending_undated and row.lead.created:
                     _dated(target, row.lead.created)
@@ -265,8 +268,12 @@ class _Writer:
                 outcomes.append(ImportOutcome.ACCEPTED)
                 filled.append([])
 
-        # Each new person's block keys, made once: to find candidates, then to be stored.
-        blocks = {key: block_keys(_person(key, row)) for key, row in pending.items()}
+        # Each new person's block keys, made once: to find candidates, then to be stored. Those
+        # of a row alone came with it; a person whose later rows filled in fields has new ones.
+        blocks = {
+            key: block_keys(_person(key, row)) if key in refilled else batch[creators[key]].blocks
+            for key, row in pending.items()
+        }
         fuzzy = self._fuzzy(pending, creators, blocks)
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
@@ -599,16 +606,16 @@ class _Writer:
             counts[outcome.value] += 1
             if self.keep_outcomes:
                 self.result.outcomes.append(
-                    Outcome(row.file, row.record.row_number, outcome, lead_id, row.lead.reasons)
+                    Outcome(row.file, row.row_number, outcome, lead_id, row.lead.reasons)
                 )
             import_rows.append(
                 {
                     "run_id": self.run_id,
                     "kind": ImportKind.LEAD,
                     "file": fit(ImportRow.file, row.file),
-                    "row_number": row.record.row_number,
-                    "line_number": row.record.line_number,
-                    "raw": jsonable(row.record.raw),
+                    "row_number": row.row_number,
+                    "line_number": row.line_number,
+                    "raw": row.raw,
                     "outcome": outcome,
                     "lead_id": lead_id,
                     "reasons": row.lead.reasons,
@@ -619,9 +626,9 @@ class _Writer:
         for index, (row, outcome, names, lead_id) in enumerate(
             zip(batch, outcomes, filled, row_leads, strict=True)
         ):
-            where = {"file": Path(row.file).name, "row": row.record.row_number}
+            where = {"file": Path(row.file).name, "row": row.row_number}
             # One decision per input row of the run: its file's place in the import, its row.
-            row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.record.row_number}"
+            row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.row_number}"
             if index in by_fuzzy:
                 match = by_fuzzy[index]
                 decisions.append(
