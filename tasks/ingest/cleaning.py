@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from tasks.ingest.matching import Person, block_keys
 from tasks.ingest.normalise import CleanLead, clean_lead
@@ -156,23 +158,63 @@ def cleaned(
 
 
 def _receive(child: subprocess.Popen[bytes], errors: IO[bytes]) -> Iterator[list[CleanRow]]:
+    """The child's batches, read ahead by a thread while this one writes.
+
+    Read only on demand, a batch of several megabytes crossed the pipe (64 KiB at a time) just
+    when the writer asked for it, and the writer waited while the two processes took turns.
+    The reader thread takes it in while the writer waits on the store instead; its bounded
+    queue still keeps the child only a few batches ahead.
+    """
     assert child.stdout is not None
-    while True:
+    items: queue.Queue[object] = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_ahead, args=(child.stdout, items, stop), name="cleaned-batches", daemon=True
+    )
+    reader.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _STOPPED:
+                child.wait()
+                errors.seek(0)
+                message = errors.read().decode(errors="replace").strip()[-2000:]
+                raise RuntimeError(
+                    f"the cleaning process stopped (exit code {child.returncode}): "
+                    f"{message or 'no message'}"
+                )
+            if item is None:
+                return
+            if isinstance(item, _Failure):
+                raise item.error()
+            yield cast(list[CleanRow], item)
+    finally:
+        stop.set()
+        if child.poll() is None:  # the writer failed or stopped early: no more cleaning
+            child.kill()
+        reader.join()
+
+
+# Batches read ahead of the writer, at most (each holds BATCH rows).
+READ_AHEAD = 2
+# What the reader thread hands over when the child's output ends without its closing None.
+_STOPPED = object()
+
+
+def _read_ahead(stream: IO[bytes], items: queue.Queue[object], stop: threading.Event) -> None:
+    while not stop.is_set():
         try:
-            item = pickle.load(child.stdout)
-        except EOFError:
-            child.wait()
-            errors.seek(0)
-            message = errors.read().decode(errors="replace").strip()[-2000:]
-            raise RuntimeError(
-                f"the cleaning process stopped (exit code {child.returncode}): "
-                f"{message or 'no message'}"
-            ) from None
-        if item is None:
+            item: object = pickle.load(stream)
+        except Exception:  # EOF or a batch cut short: the child died, _receive says how
+            item = _STOPPED
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if item is None or item is _STOPPED or isinstance(item, _Failure):
             return
-        if isinstance(item, _Failure):
-            raise item.error()
-        yield item
 
 
 # The child must import ``tasks`` the way the parent did, whatever the working directory.
