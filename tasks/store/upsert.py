@@ -9,10 +9,28 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Integer, Table, TextClause, any_, cast, literal
+from sqlalchemy import (
+    ARRAY,
+    ClauseElement,
+    ColumnElement,
+    Executable,
+    Integer,
+    Select,
+    Table,
+    TableClause,
+    TextClause,
+    any_,
+    cast,
+    column,
+    literal,
+    text,
+)
+from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.types import NullType
 
@@ -262,3 +280,33 @@ def append_int_rows(
     values = list(rows)
     if values:
         connection.exec_driver_sql(f"INSERT INTO {target.name} ({listed}) VALUES ({marks})", values)
+
+
+class _CreateTempAs(Executable, ClauseElement):
+    """``CREATE TEMP TABLE name AS query``, with the query's parameters bound as usual."""
+
+    inherit_cache = False
+
+    def __init__(self, name: str, query: Select[Any]) -> None:
+        self.name = name
+        self.query = query
+
+
+@compiles(_CreateTempAs)
+def _compile_create_temp_as(element: _CreateTempAs, compiler: Any, **kw: Any) -> str:
+    return f"CREATE TEMP TABLE {element.name} AS {compiler.process(element.query, **kw)}"
+
+
+@contextmanager
+def kept(session: Session, query: Select[Any], hint: str) -> Iterator[TableClause]:
+    """The query's rows in a temporary table while the block runs, its columns named as the
+    query names them: several statements then read a costly query's result, not run it again.
+
+    Dropped when the block ends well; after an error the caller's rollback drops it (both
+    stores undo a CREATE TABLE with the transaction).
+    """
+    name = f"_kept_{hint}_{next(_staging)}"
+    session.flush()  # wrapped, the query is not one the session autoflushes for
+    session.execute(_CreateTempAs(name, query))
+    yield table_clause(name, *(column(c.name, c.type) for c in query.selected_columns))
+    session.execute(text(f"DROP TABLE {name}"))
