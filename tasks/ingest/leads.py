@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from tasks.decisions import NewDecision, record_decisions
+from tasks.decisions import NewDecision, note_decisions
 from tasks.ingest.cleaning import CleanRow, cleaned, identity
 from tasks.ingest.matching import (
     MAX_BLOCK,
@@ -669,7 +669,7 @@ class _Writer:
                         facts={**where, "reasons": row.lead.reasons},
                     )
                 )
-        record_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
+        note_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
 
 
 def _person(ref: object, values: Mapping[str, Any]) -> Person:

@@ -88,7 +88,8 @@ def insert_ignore_returning(
     *,
     where: ColumnElement[bool] | TextClause | None = None,
 ) -> list[tuple[Any, ...]]:
-    """``insert_ignore`` returning the named columns of the rows it inserted.
+    """``insert_ignore`` returning the named columns of the rows it inserted (no ``returning``:
+    nothing, and nothing is sent back).
 
     A multi-row INSERT carries one parameter per value: PostgreSQL spends more time parsing a
     thousand-row statement of twenty columns than running it. Large batches are therefore
@@ -101,11 +102,13 @@ def insert_ignore_returning(
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql" and len(rows) >= STAGE_FROM_ROWS:
         return _staged_insert(session, target, rows, key, returning, where)
-    stmt = (
-        dialect_insert(session, model)
-        .on_conflict_do_nothing(index_elements=list(key), index_where=where)
-        .returning(*(target.c[name] for name in returning))
+    stmt = dialect_insert(session, model).on_conflict_do_nothing(
+        index_elements=list(key), index_where=where
     )
+    if not returning:
+        session.execute(stmt, list(rows))
+        return []
+    stmt = stmt.returning(*(target.c[name] for name in returning))
     return [tuple(row) for row in session.execute(stmt, list(rows))]
 
 
@@ -133,11 +136,15 @@ def _staged_insert(
         compiled = where.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
         predicate = f" WHERE {compiled}"
     # ORDER BY keeps the staged (input) order, as the multi-row INSERT would.
-    result = connection.exec_driver_sql(
+    moved = (
         f"INSERT INTO {target.name} ({listed}) SELECT {listed} FROM {stage} ORDER BY ctid "
-        f"ON CONFLICT ({', '.join(key)}){predicate} DO NOTHING "
-        f"RETURNING {', '.join(returning)}"
-    ).all()
+        f"ON CONFLICT ({', '.join(key)}){predicate} DO NOTHING"
+    )
+    result: list[Any] = []
+    if returning:
+        result = list(connection.exec_driver_sql(f"{moved} RETURNING {', '.join(returning)}"))
+    else:
+        connection.exec_driver_sql(moved)
     connection.exec_driver_sql(f"DROP TABLE {stage}")
     processors = [
         target.c[name].type.result_processor(connection.dialect, None) for name in returning
