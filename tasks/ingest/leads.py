@@ -373,8 +373,6 @@ class _Writer:
         shares: dict[object, Iterable[int]] = {}
         for lead, held_keys in held_by.items():
             shares[lead] = held_keys
-        for pending_key, own_keys in blocks.items():
-            shares[pending_key] = own_keys
         parent: dict[object, tuple[object, Match]] = {}
 
         def root(ref: object) -> object:
@@ -388,17 +386,19 @@ class _Writer:
                 return True
             return not isinstance(b, int) and creators[str(a)] < creators[str(b)]
 
-        # Only the new people who share a block with someone are worth comparing.
+        # Only the new people who share a block with someone are worth comparing, and only on
+        # the blocks they share: a block of one yields no pair, however many a person has.
         held = set(holders)
         shared: dict[int, int] = defaultdict(int)
         for own_keys in blocks.values():
             for k in own_keys:
                 shared[k] += 1
-        people = [
-            _person(key, row)
-            for key, row in pending.items()
-            if any(k in held or shared[k] > 1 for k in blocks[key])
-        ]
+        people = []
+        for pending_key, row in pending.items():
+            useful = [k for k in blocks[pending_key] if k in held or shared[k] > 1]
+            if useful:
+                people.append(_person(pending_key, row))
+                shares[pending_key] = useful
         for match in find_matches(people, known, crowded=crowded, keys=shares):
             a, b = root(match.a), root(match.b)
             if a == b or (isinstance(a, int) and isinstance(b, int)):
