@@ -345,11 +345,11 @@ class _Writer:
         if not wanted:
             return {}
         holders: dict[int, set[int]] = defaultdict(set)
-        for key, lead_id in self.session.execute(
-            select(LeadMatchKey.key, LeadMatchKey.lead_id).where(
-                among(self.session, LeadMatchKey.key, wanted)
-            )
-        ).tuples():
+        keys = table(LeadMatchKey).c
+        # Core, not ORM: tens of thousands of plain pairs a batch need no entity loading.
+        for key, lead_id in self.session.connection().execute(
+            select(keys.key, keys.lead_id).where(among(self.session, keys.key, wanted))
+        ):
             holders[key].add(lead_id)
         crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
         # Everyone on a number is counted (crowding), never a candidate for that alone.
