@@ -200,8 +200,18 @@ def _row_values(
 
 def fit(column: InstrumentedAttribute[Any], value: str | None) -> str | None:
     """Cut text to its column's length: PostgreSQL refuses a longer value (and the whole batch)."""
-    length = getattr(column.property.columns[0].type, "length", None)
-    return value[:length] if value is not None and length else value
+    if value is None:
+        return None
+    # An import fits several values of every row: each column's length is looked up once,
+    # keyed by its name ("Lead.first_name"; the attribute's own == builds SQL).
+    name = str(column)
+    length = _LENGTHS.get(name, -1)
+    if length == -1:
+        length = _LENGTHS[name] = getattr(column.property.columns[0].type, "length", None)
+    return value[:length] if length else value
+
+
+_LENGTHS: dict[str, int | None] = {}
 
 
 def rowcount(result: Any) -> int:
