@@ -1,11 +1,12 @@
 """Grade (A-D) and score (0-100) leads from ``grading.yaml``, set-based, on either store.
 
-The score is one ``UPDATE leads ... FROM (facts)`` computed entirely in SQL: source, completeness,
-fit to the ideal customer profile and engagement that halves every half-life. The grade is one
-``CASE`` compiled from the ordered grade conditions (the rule condition language, so ``score``
-and every rule fact can be tested); only leads whose grade changes come back to Python, to be
-recorded as decisions, then written with one UPDATE per grade. Score changes are not recorded:
-they happen every day for every engaged lead.
+The score is computed entirely in SQL: source, completeness, fit to the ideal customer profile
+and engagement that halves every half-life. The grade is one ``CASE`` compiled from the ordered
+grade conditions (the rule condition language, so ``score`` and every rule fact can be tested),
+over the score just computed. Each grade change is recorded as a decision by one
+``INSERT ... SELECT`` (read back to Python only when a grade reads a days fact), then scores and
+grades are written by one ``UPDATE leads ... FROM (facts)``. Score changes are not recorded: they
+happen every day for every engaged lead.
 
 Conversion by lead source (``source_conversion``) turns into suggested source weights for the
 report; ``grading.yaml`` stays authoritative (ops copy a suggestion in when they agree).
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Float,
     Integer,
+    Select,
     String,
     and_,
     case,
@@ -34,6 +38,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.orm import Session
@@ -48,6 +53,7 @@ from tasks.rules.facts import FactSet, fact_for_display
 from tasks.spans import LeadSpan, within
 from tasks.store.models import (
     IN_PLAY,
+    Decision,
     DecisionAction,
     Lead,
     LeadStatus,
@@ -55,7 +61,7 @@ from tasks.store.models import (
     OpportunityStatus,
     RuleEpisode,
 )
-from tasks.store.upsert import among, id_slices, rowcount
+from tasks.store.upsert import among, dialect_insert, id_slices, kept
 
 # The decisions' rule name: tells grading's own grade changes from a rule's ``set_grade``.
 GRADING = "grading"
@@ -75,31 +81,25 @@ def grade_and_score(
 ) -> dict[str, int]:
     """Score, then grade, the leads in play (``lead_ids``, ``span``: only those); return counts.
 
-    Scoring comes first so a grade condition reads today's score. Counts: ``scores_changed``,
-    ``grades_changed`` and ``to_A`` ... ``to_D`` (grade changes by new grade).
+    A grade condition reads today's score. Counts: ``scores_changed``, ``grades_changed`` and
+    ``to_A`` ... ``to_D`` (grade changes by new grade).
     """
     wanted = None if lead_ids is None else sorted(set(lead_ids))
     if wanted == []:
         return {"scores_changed": 0, "grades_changed": 0}
-    grading = config.grading
     pinned_by = sorted(r.name for r in config.rules.rules if any(a.set_grade for a in r.then))
+    if session.get_bind().dialect.name == "sqlite":
+        _ensure_sqlite_power(session)
     scores = 0
-    changes: dict[str, list[int]] = {}
+    changes: Counter[str] = Counter()
     for scope in _scopes(session, wanted, as_of, span):
-        scores += _score(session, grading.score, as_of, scope)
-    for scope in _scopes(session, wanted, as_of, span):
-        for grade, ids in _grade(session, grading, as_of, run_id, scope, pinned_by).items():
-            changes.setdefault(grade, []).extend(ids)
-    for grade, ids in changes.items():
-        for part in id_slices(session, ids):
-            session.execute(
-                update(Lead)
-                .where(among(session, Lead.id, part))
-                .values(grade=grade)
-                .execution_options(synchronize_session=False)
-            )
-    counts = {"scores_changed": scores, "grades_changed": sum(len(v) for v in changes.values())}
-    return counts | {f"to_{g}": len(ids) for g, ids in sorted(changes.items())}
+        scored, regraded = _score_and_grade(
+            session, config.grading, as_of, run_id, scope, pinned_by
+        )
+        scores += scored
+        changes.update(regraded)
+    counts = {"scores_changed": scores, "grades_changed": sum(changes.values())}
+    return counts | {f"to_{g}": n for g, n in sorted(changes.items())}
 
 
 def _scopes(
@@ -120,24 +120,6 @@ def _scopes(
 
 
 # --- score -----------------------------------------------------------------------------------
-
-
-def _score(session: Session, score: Score, as_of: dt.datetime, scope: ColumnElement[bool]) -> int:
-    """One UPDATE of the leads whose score changes; returns how many."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        _ensure_sqlite_power(session)
-    facts = FactSet(as_of, dialect)
-    # Built before select_facts: it joins exactly the aggregates these expressions used.
-    total = score_expression(score, facts, dialect)
-    computed = facts.select_facts([], total.label("new_score")).where(scope).subquery("scored")
-    result = session.execute(
-        update(Lead)
-        .where(Lead.id == computed.c.id, Lead.score != computed.c.new_score)
-        .values(score=computed.c.new_score)
-        .execution_options(synchronize_session=False)
-    )
-    return rowcount(result)
 
 
 def score_expression(score: Score, facts: FactSet, dialect: str) -> ColumnElement[Any]:
@@ -187,7 +169,10 @@ def _fit_points(fit: Fit) -> list[ColumnElement[Any]]:
     if fit.titles:
         words = _title_words()
         hit = or_(false(), *(words.like(f"% {k.lower()} %") for k in fit.titles.keywords))
-        parts.append(case((hit, fit.titles.points), else_=0))
+        # No store reuses the title's words across the keywords: each LIKE cleans the title
+        # again. A lead without a title (most of an import) skips all of them.
+        titled = and_(Lead.title.is_not(None), Lead.title != "")
+        parts.append(case((and_(titled, hit), fit.titles.points), else_=0))
     return parts
 
 
@@ -261,56 +246,97 @@ def _pow(base: float | None, exponent: float | None) -> float | None:
     return float(base) ** float(exponent)
 
 
-# --- grade -----------------------------------------------------------------------------------
+# --- score and grade -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Change:
-    lead_id: int
-    old: str | None
-    new: str
-    rule: int  # 1-based index into grades; 0 for the default
-    facts: dict[str, Any]
+class _Graded:
+    """Each lead of a scope with its new score and grade, as SQL over one inner query.
+
+    ``inner`` holds the facts the grades read, with ``score`` the score just computed (so a
+    grade condition reads today's score), and the lead's stored ``old_score`` and
+    ``current_grade``; ``regrade`` holds when the grade changes (never while pinned).
+    """
+
+    inner: Any
+    used: list[str]
+    new: ColumnElement[Any]
+    rule: ColumnElement[Any]
+    regrade: ColumnElement[bool]
 
 
-def _grade(
+def _score_and_grade(
     session: Session,
     grading: Grading,
     as_of: dt.datetime,
     run_id: int | None,
     scope: ColumnElement[bool],
     pinned_by: Sequence[str],
-) -> dict[str, list[int]]:
-    """Record the grade changes in ``scope`` as decisions; return {new grade: lead ids}."""
-    out: dict[str, list[int]] = {}
-    for batch in _grade_changes(session, grading, as_of, scope, pinned_by):
-        record_decisions(session, [_decision(c, as_of) for c in batch], run_id=run_id, as_of=as_of)
-        for change in batch:
-            out.setdefault(change.new, []).append(change.lead_id)
-    return out
+) -> tuple[int, dict[str, int]]:
+    """Record the scope's grade changes, then write its scores and grades in one UPDATE.
+
+    Returns how many scores changed and {new grade: leads}. One UPDATE rather than one for the
+    scores and one per grade: each rewrites every changed lead, and an import changes all of
+    its new leads.
+    """
+    computed = _graded(session, grading, as_of, scope, pinned_by)
+    # Scores and facts are computed once, into a temporary table, for the three statements
+    # below: the score alone (a dozen CASEs, the title's words) costs more than reading it.
+    with kept(session, _as_rows(computed), "graded") as rows:
+        graded = _Graded(rows, computed.used, rows.c.new_grade, rows.c.rule, rows.c.regrade)
+        _record_changes(session, graded, as_of, run_id)
+        scores, changes = _counts(session, graded)
+        session.execute(
+            update(Lead)
+            .where(Lead.id == rows.c.id, or_(Lead.score != rows.c.score, graded.regrade))
+            .values(score=rows.c.score, grade=case((graded.regrade, graded.new), else_=Lead.grade))
+            .execution_options(synchronize_session=False)
+        )
+    return scores, changes
 
 
-def _grade_changes(
+def _as_rows(graded: _Graded) -> Select[Any]:
+    inner = graded.inner
+    facts = [inner.c[name] for name in graded.used if name != "score"]
+    return select(
+        inner.c.id,
+        inner.c.score,
+        inner.c.old_score,
+        inner.c.current_grade,
+        graded.new.label("new_grade"),
+        graded.rule.label("rule"),
+        graded.regrade.label("regrade"),
+        *facts,
+    )
+
+
+def _graded(
     session: Session,
     grading: Grading,
     as_of: dt.datetime,
     scope: ColumnElement[bool],
     pinned_by: Sequence[str],
-) -> Iterator[list[_Change]]:
-    facts = FactSet(as_of, session.get_bind().dialect.name)
+) -> _Graded:
+    dialect = session.get_bind().dialect.name
+    facts = FactSet(as_of, dialect)
     used = sorted(set().union(*(facts_used(g.when) for g in grading.grades)))
-    # A grade a rule set (set_grade) holds while that rule's condition episode is open.
-    pinned = exists().where(
-        RuleEpisode.lead_id == Lead.id,
-        RuleEpisode.rule.in_(pinned_by),
-        RuleEpisode.ended_at.is_(None),
-    )
-    where = and_(scope, ~pinned) if pinned_by else scope
-    inner = (
-        facts.select_facts(used, Lead.grade.label("current_grade"))
-        .where(where)
-        .subquery("grade_facts")
-    )
+    # Built before select_facts: it joins exactly the aggregates these expressions used.
+    total = score_expression(grading.score, facts, dialect)
+    extra: list[Any] = [
+        total.label("score"),
+        Lead.score.label("old_score"),
+        Lead.grade.label("current_grade"),
+    ]
+    if pinned_by:
+        # A grade a rule set (set_grade) holds while that rule's condition episode is open.
+        pinned = exists().where(
+            RuleEpisode.lead_id == Lead.id,
+            RuleEpisode.rule.in_(pinned_by),
+            RuleEpisode.ended_at.is_(None),
+        )
+        extra.append(pinned.label("pinned"))
+    others = [name for name in used if name != "score"]
+    inner = facts.select_facts(others, *extra).where(scope).subquery("graded")
     source = ComputedFacts(facts, inner)
     holds = [compile_condition(g.when, source) for g in grading.grades]
     new: ColumnElement[Any] = literal(grading.default, String)
@@ -322,10 +348,117 @@ def _grade_changes(
         )
         rule = case(*((h, i) for i, h in enumerate(holds, 1)), else_=0)
     current = inner.c.current_grade
+    regrade: ColumnElement[bool] = or_(current.is_(None), current != new)
+    if pinned_by:
+        regrade = and_(~inner.c.pinned, regrade)
+    return _Graded(inner, used, new, rule, regrade)
+
+
+def _counts(session: Session, graded: _Graded) -> tuple[int, dict[str, int]]:
+    inner = graded.inner
+    marked = select(
+        case((graded.regrade, graded.new), else_=None).label("to"),
+        case((inner.c.score != inner.c.old_score, 1), else_=0).label("rescored"),
+    ).subquery("marked")
+    scores = 0
+    changes: dict[str, int] = {}
+    rows = session.execute(
+        select(marked.c.to, func.count(), func.sum(marked.c.rescored)).group_by(marked.c.to)
+    ).tuples()
+    for to, leads, rescored in rows:
+        scores += int(rescored or 0)
+        if to is not None:
+            changes[to] = int(leads)
+    return scores, changes
+
+
+def _record_changes(
+    session: Session, graded: _Graded, as_of: dt.datetime, run_id: int | None
+) -> None:
+    """A decision for each grade change: in one INSERT ... SELECT when every fact the grades
+    read is a plain value; otherwise (days facts: whole days, exactly as Python counts them)
+    read back and recorded in batches."""
+    if all(name in SQL_DISPLAYABLE for name in graded.used):
+        _insert_changes(session, graded, as_of, run_id)
+        return
+    for batch in _grade_changes(session, graded, as_of):
+        record_decisions(session, [_decision(c, as_of) for c in batch], run_id=run_id, as_of=as_of)
+
+
+# Facts whose stored value is how people read them, so SQL can put them in a decision as is.
+SQL_DISPLAYABLE = frozenset(
+    {"score", "grade", "status", "source", "country", "tags", "budget", "authority", "need",
+     "timing", "unanswered_emails", "emails_sent", "missed_meetings"}
+)  # fmt: skip
+
+
+def _insert_changes(
+    session: Session, graded: _Graded, as_of: dt.datetime, run_id: int | None
+) -> None:
+    """The grade decisions as one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: the same
+    rows ``_decision`` makes, without a round trip through Python for each lead."""
+    dialect = session.get_bind().dialect.name
+    inner = graded.inner
+    by = case(
+        (graded.rule == 0, literal("default", String)),
+        else_=literal("grades[", String) + cast(graded.rule - 1, String) + literal("]", String),
+    )
+    pairs: list[tuple[str, ColumnElement[Any]]] = [
+        ("from", inner.c.current_grade),
+        ("to", graded.new),
+        ("by", by),
+    ]
+    for name in graded.used:
+        value = inner.c[name]
+        if name == "tags" and dialect == "sqlite":
+            value = func.json(value)  # the stored list, not its text
+        pairs.append((name, value))
+    build = func.json_build_object if dialect == "postgresql" else func.json_object
+    facts = build(*(part for key, value in pairs for part in (literal(key, String), value)))
+    now = dt.datetime.now(dt.UTC)
+    rows = (
+        select(
+            literal("grade:", String)
+            + cast(inner.c.id, String)
+            + literal(f":{as_of.isoformat()}", String),
+            literal(run_id, Integer),
+            literal(as_of, Decision.as_of.type),
+            literal(DecisionAction.SET_GRADE, Decision.action.type),
+            literal(GRADING, String),
+            inner.c.id,
+            graded.new,
+            type_coerce(facts, JSON),
+            literal(now, Decision.created_at.type),
+        )
+        .where(graded.regrade)
+        .order_by(inner.c.id)
+    )
+    names = ["dedupe_key", "run_id", "as_of", "action", "rule", "lead_id", "reason", "facts",
+             "created_at"]  # fmt: skip
+    session.execute(
+        dialect_insert(session, Decision)
+        .from_select(names, rows)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+
+
+@dataclass(frozen=True)
+class _Change:
+    lead_id: int
+    old: str | None
+    new: str
+    rule: int  # 1-based index into grades; 0 for the default
+    facts: dict[str, Any]
+
+
+def _grade_changes(
+    session: Session, graded: _Graded, as_of: dt.datetime
+) -> Iterator[list[_Change]]:
+    inner = graded.inner
     query = (
-        select(inner.c.id, current, new.label("new_grade"), rule.label("rule"))
-        .add_columns(*(inner.c[name] for name in used))
-        .where(or_(current.is_(None), current != new))
+        select(inner.c.id, inner.c.current_grade, graded.new.label("new_grade"))
+        .add_columns(graded.rule.label("rule"), *(inner.c[name] for name in graded.used))
+        .where(graded.regrade)
         .order_by(inner.c.id)
     )
     # Streamed: only decisions are written while it is read, the grades themselves after.
@@ -337,7 +470,7 @@ def _grade_changes(
                 row.current_grade,
                 row.new_grade,
                 row.rule,
-                {name: fact_for_display(name, getattr(row, name), as_of) for name in used},
+                {name: fact_for_display(name, getattr(row, name), as_of) for name in graded.used},
             )
             for row in rows
         ]

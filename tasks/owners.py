@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tasks.config.models import Assignment, OwnerEntry, Owners
-from tasks.decisions import NewDecision, record_decisions
+from tasks.decisions import NewDecision, note_decisions
 from tasks.store.models import IN_PLAY, Decision, DecisionAction, Lead, Owner
 from tasks.store.upsert import among, id_slices
 
@@ -252,7 +252,7 @@ def assign_owners(
         chosen[lead] = picked
         load[picked[0]] = load.get(picked[0], 0) + 1
     _write(session, {lead: owner for lead, (owner, _) in chosen.items()}, as_of)
-    record_decisions(
+    note_decisions(
         session,
         [_assigned(lead, owner, pool, exclude, as_of) for lead, (owner, pool) in chosen.items()]
         + [_unassigned(lead, reason, exclude, as_of) for lead, reason in unassigned.items()],

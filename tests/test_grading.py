@@ -86,6 +86,31 @@ def test_each_grade_rule_and_the_default(
     assert (counts["to_A"], counts["to_B"], counts["to_C"], counts["to_D"]) == (1, 1, 1, 2)
 
 
+def test_a_grade_decision_shows_the_facts_as_people_read_them(
+    session: Session, config: NurtureConfig, run_id: int
+) -> None:
+    # Plain facts go into the decision by SQL, a days fact by Python: the same shape either way.
+    x = lead(session, AS_OF - days(3))
+    x.tags = ["vip"]
+    by_days = with_grading(
+        config, grades=[{"grade": "A", "when": "'vip' in tags and days_since_last_touch <= 10"}]
+    )
+    grade_and_score(session, by_days, AS_OF, run_id=run_id)
+    plain = with_grading(config, grades=[{"grade": "B", "when": "'vip' in tags and score >= 0"}])
+    grade_and_score(session, plain, AS_OF + days(1), run_id=run_id)
+    first, second = grade_decisions(session)
+    assert first.facts == {
+        "from": None, "to": "A", "by": "grades[0]", "days_since_last_touch": 3, "tags": ["vip"]
+    }  # fmt: skip
+    score = graded(session, x.id)[1]
+    assert second.facts == {"from": "A", "to": "B", "by": "grades[0]", "score": score,
+                            "tags": ["vip"]}  # fmt: skip
+    assert list(second.facts) == ["from", "to", "by", "score", "tags"]
+    assert second.dedupe_key == f"grade:{x.id}:{(AS_OF + days(1)).isoformat()}"
+    assert (second.reason, second.lead_id, second.run_id) == ("B", x.id, run_id)
+    assert second.action is DecisionAction.SET_GRADE and second.as_of == AS_OF + days(1)
+
+
 def test_the_first_condition_that_holds_wins(
     session: Session, config: NurtureConfig, run_id: int
 ) -> None:

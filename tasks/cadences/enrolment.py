@@ -68,19 +68,27 @@ def enrol(
         starts = {lead: at for lead, at in starts.items() if lead not in busy}
     zones = _zones(session, starts, sending) if sending.send_time_local is not None else {}
     steps = cadence.snapshot()  # one copy for every row, not one per lead
-    rows = [
-        {
-            "lead_id": lead_id,
-            "cadence": cadence_name,
-            "status": EnrolmentStatus.ACTIVE,
-            "enrolled_at": start,
-            "next_step": 0,
-            "next_due_at": first_due(start, cadence, sending, holidays, zones.get(lead_id)),
-            "run_id": run_id,
-            "steps": steps,
-        }
-        for lead_id, start in sorted(starts.items())
-    ]
+    # An import's leads mostly share a start (the import itself) and a zone: each distinct
+    # pair's due time is worked out once, not once per lead.
+    due: dict[tuple[dt.datetime, ZoneInfo | None], dt.datetime] = {}
+    rows = []
+    for lead_id, start in sorted(starts.items()):
+        zone = zones.get(lead_id)
+        when = due.get((start, zone))
+        if when is None:
+            when = due[start, zone] = first_due(start, cadence, sending, holidays, zone)
+        rows.append(
+            {
+                "lead_id": lead_id,
+                "cadence": cadence_name,
+                "status": EnrolmentStatus.ACTIVE,
+                "enrolled_at": start,
+                "next_step": 0,
+                "next_due_at": when,
+                "run_id": run_id,
+                "steps": steps,
+            }
+        )
     # The partial unique index (one active enrolment per lead and cadence) is the guard.
     ids = insert_ignore(
         session,

@@ -12,16 +12,22 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
+from tasks.ingest.matching import Person, block_keys
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import IngestFileError, Record, read_records
+from tasks.ingest.rows import jsonable
+from tasks.store.models import Lead
+from tasks.store.upsert import fit
 
 BATCH = 5_000
 # Below this much input a second process costs more to start (~1 s) than it saves.
@@ -30,10 +36,35 @@ PARALLEL_FROM_BYTES = 4_000_000
 
 @dataclass(slots=True)
 class CleanRow:
+    """A row as the writer needs it: where it was, what it said, and what cleaning made of it.
+
+    Whatever can be worked out from the row alone is worked out here, beside the cleaning: in
+    a large import this runs in the second process, which has time to spare while the first
+    one writes.
+    """
+
     file: str
-    record: Record
+    row_number: int
+    line_number: int
+    raw: dict[str, Any]  # every column as given, as JSON can store it
     lead: CleanLead
     key: str | None  # the exact dedupe identity; None for a rejected row
+    blocks: set[int]  # the fuzzy-matching block keys of the lead this row would create
+
+
+def lead_blocks(lead: CleanLead) -> set[int]:
+    """The block keys of the lead a row would create, from its names as the store keeps them."""
+    return block_keys(
+        Person(
+            None,
+            fit(Lead.first_name, lead.first_name),
+            fit(Lead.last_name, lead.last_name),
+            lead.company_key,
+            lead.website,
+            lead.email_key,
+            lead.phone,
+        )
+    )
 
 
 def identity(
@@ -66,16 +97,22 @@ def clean_batches(
     batch: list[CleanRow] = []
     for path in paths:
         for record in read_records(path, "lead", encodings[path], columns):
-            lead = clean_lead(record.fields)
-            key = None if lead.rejected else identity(
-                lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
-            )  # fmt: skip
-            batch.append(CleanRow(str(path), record, lead, key))
+            batch.append(_clean_row(str(path), record))
             if len(batch) >= BATCH:
                 yield batch
                 batch = []
     if batch:
         yield batch
+
+
+def _clean_row(file: str, record: Record) -> CleanRow:
+    lead = clean_lead(record.fields)
+    key = None if lead.rejected else identity(
+        lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
+    )  # fmt: skip
+    blocks = lead_blocks(lead) if key else set()
+    raw = jsonable(record.raw)
+    return CleanRow(file, record.row_number, record.line_number, raw, lead, key, blocks)
 
 
 def cleaned(
@@ -121,23 +158,63 @@ def cleaned(
 
 
 def _receive(child: subprocess.Popen[bytes], errors: IO[bytes]) -> Iterator[list[CleanRow]]:
+    """The child's batches, read ahead by a thread while this one writes.
+
+    Read only on demand, a batch of several megabytes crossed the pipe (64 KiB at a time) just
+    when the writer asked for it, and the writer waited while the two processes took turns.
+    The reader thread takes it in while the writer waits on the store instead; its bounded
+    queue still keeps the child only a few batches ahead.
+    """
     assert child.stdout is not None
-    while True:
+    items: queue.Queue[object] = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_ahead, args=(child.stdout, items, stop), name="cleaned-batches", daemon=True
+    )
+    reader.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _STOPPED:
+                child.wait()
+                errors.seek(0)
+                message = errors.read().decode(errors="replace").strip()[-2000:]
+                raise RuntimeError(
+                    f"the cleaning process stopped (exit code {child.returncode}): "
+                    f"{message or 'no message'}"
+                )
+            if item is None:
+                return
+            if isinstance(item, _Failure):
+                raise item.error()
+            yield cast(list[CleanRow], item)
+    finally:
+        stop.set()
+        if child.poll() is None:  # the writer failed or stopped early: no more cleaning
+            child.kill()
+        reader.join()
+
+
+# Batches read ahead of the writer, at most (each holds BATCH rows).
+READ_AHEAD = 2
+# What the reader thread hands over when the child's output ends without its closing None.
+_STOPPED = object()
+
+
+def _read_ahead(stream: IO[bytes], items: queue.Queue[object], stop: threading.Event) -> None:
+    while not stop.is_set():
         try:
-            item = pickle.load(child.stdout)
-        except EOFError:
-            child.wait()
-            errors.seek(0)
-            message = errors.read().decode(errors="replace").strip()[-2000:]
-            raise RuntimeError(
-                f"the cleaning process stopped (exit code {child.returncode}): "
-                f"{message or 'no message'}"
-            ) from None
-        if item is None:
+            item: object = pickle.load(stream)
+        except Exception:  # EOF or a batch cut short: the child died, _receive says how
+            item = _STOPPED
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if item is None or item is _STOPPED or isinstance(item, _Failure):
             return
-        if isinstance(item, _Failure):
-            raise item.error()
-        yield item
 
 
 # The child must import ``tasks`` the way the parent did, whatever the working directory.

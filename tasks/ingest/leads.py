@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from tasks.decisions import NewDecision, record_decisions
+from tasks.decisions import NewDecision, note_decisions
 from tasks.ingest.cleaning import CleanRow, cleaned, identity
 from tasks.ingest.matching import (
     MAX_BLOCK,
@@ -31,7 +31,7 @@ from tasks.ingest.matching import (
 )
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.reader import read_records, resolve_encoding
-from tasks.ingest.rows import jsonable, update_by_id
+from tasks.ingest.rows import update_by_id
 from tasks.store.models import (
     DecisionAction,
     ImportKind,
@@ -44,6 +44,7 @@ from tasks.store.models import (
 )
 from tasks.store.upsert import (
     among,
+    append_int_rows,
     append_rows,
     fit,
     id_slices,
@@ -229,6 +230,7 @@ class _Writer:
         outcomes: list[ImportOutcome] = []
         filled: list[list[str]] = []
         aliases: list[tuple[str, CleanRow]] = []  # (the lead's key, the row seen with it)
+        refilled: set[str] = set()  # pending keys a later row of the batch filled fields of
         for index, row in enumerate(batch):
             incoming = {name: getattr(row.lead, name) for name in FILLABLE}
             origin = Provenance(row.lead.source, row.lead.created or self.as_of)
@@ -249,6 +251,8 @@ class _Writer:
             elif row.key in pending:
                 target = pending[row.key]
                 names = _fill(target, incoming, target, origin, self.trust)
+                if names:
+                    refilled.add(row.key)
                 aliases.append((row.key, row))
                 if row.key in pending_undated and row.lead.created:
                     _dated(target, row.lead.created)
@@ -264,8 +268,12 @@ class _Writer:
                 outcomes.append(ImportOutcome.ACCEPTED)
                 filled.append([])
 
-        # Each new person's block keys, made once: to find candidates, then to be stored.
-        blocks = {key: block_keys(_person(key, row)) for key, row in pending.items()}
+        # Each new person's block keys, made once: to find candidates, then to be stored. Those
+        # of a row alone came with it; a person whose later rows filled in fields has new ones.
+        blocks = {
+            key: block_keys(_person(key, row)) if key in refilled else batch[creators[key]].blocks
+            for key, row in pending.items()
+        }
         fuzzy = self._fuzzy(pending, creators, blocks)
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
@@ -337,11 +345,7 @@ class _Writer:
         if not wanted:
             return {}
         holders: dict[int, set[int]] = defaultdict(set)
-        for key, lead_id in self.session.execute(
-            select(LeadMatchKey.key, LeadMatchKey.lead_id).where(
-                among(self.session, LeadMatchKey.key, wanted)
-            )
-        ).tuples():
+        for key, lead_id in _holders(self.session, wanted):
             holders[key].add(lead_id)
         crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
         # Everyone on a number is counted (crowding), never a candidate for that alone.
@@ -365,8 +369,6 @@ class _Writer:
         shares: dict[object, Iterable[int]] = {}
         for lead, held_keys in held_by.items():
             shares[lead] = held_keys
-        for pending_key, own_keys in blocks.items():
-            shares[pending_key] = own_keys
         parent: dict[object, tuple[object, Match]] = {}
 
         def root(ref: object) -> object:
@@ -380,17 +382,19 @@ class _Writer:
                 return True
             return not isinstance(b, int) and creators[str(a)] < creators[str(b)]
 
-        # Only the new people who share a block with someone are worth comparing.
+        # Only the new people who share a block with someone are worth comparing, and only on
+        # the blocks they share: a block of one yields no pair, however many a person has.
         held = set(holders)
         shared: dict[int, int] = defaultdict(int)
         for own_keys in blocks.values():
             for k in own_keys:
                 shared[k] += 1
-        people = [
-            _person(key, row)
-            for key, row in pending.items()
-            if any(k in held or shared[k] > 1 for k in blocks[key])
-        ]
+        people = []
+        for pending_key, row in pending.items():
+            useful = [k for k in blocks[pending_key] if k in held or shared[k] > 1]
+            if useful:
+                people.append(_person(pending_key, row))
+                shares[pending_key] = useful
         for match in find_matches(people, known, crowded=crowded, keys=shares):
             a, b = root(match.a), root(match.b)
             if a == b or (isinstance(a, int) and isinstance(b, int)):
@@ -422,7 +426,7 @@ class _Writer:
             for block in blocks[key]
         }
         more = {(block, lead_ids[key]) for key, blocks in absorbed for block in blocks} - fresh
-        append_rows(self.session, LeadMatchKey, [{"key": k, "lead_id": i} for k, i in fresh])
+        append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], fresh)
         if more:
             # A key the lead already holds (from another spelling) is skipped.
             insert_ignore_returning(
@@ -598,16 +602,16 @@ class _Writer:
             counts[outcome.value] += 1
             if self.keep_outcomes:
                 self.result.outcomes.append(
-                    Outcome(row.file, row.record.row_number, outcome, lead_id, row.lead.reasons)
+                    Outcome(row.file, row.row_number, outcome, lead_id, row.lead.reasons)
                 )
             import_rows.append(
                 {
                     "run_id": self.run_id,
                     "kind": ImportKind.LEAD,
                     "file": fit(ImportRow.file, row.file),
-                    "row_number": row.record.row_number,
-                    "line_number": row.record.line_number,
-                    "raw": jsonable(row.record.raw),
+                    "row_number": row.row_number,
+                    "line_number": row.line_number,
+                    "raw": row.raw,
                     "outcome": outcome,
                     "lead_id": lead_id,
                     "reasons": row.lead.reasons,
@@ -618,9 +622,9 @@ class _Writer:
         for index, (row, outcome, names, lead_id) in enumerate(
             zip(batch, outcomes, filled, row_leads, strict=True)
         ):
-            where = {"file": Path(row.file).name, "row": row.record.row_number}
+            where = {"file": Path(row.file).name, "row": row.row_number}
             # One decision per input row of the run: its file's place in the import, its row.
-            row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.record.row_number}"
+            row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.row_number}"
             if index in by_fuzzy:
                 match = by_fuzzy[index]
                 decisions.append(
@@ -661,7 +665,28 @@ class _Writer:
                         facts={**where, "reasons": row.lead.reasons},
                     )
                 )
-        record_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
+        note_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
+
+
+def _holders(session: Session, wanted: Sequence[int]) -> Iterable[tuple[int, int]]:
+    """(key, lead) for the leads holding each wanted block key; of a crowded key (more than
+    ``MAX_BLOCK`` holders) only enough to tell it is crowded.
+
+    A crowded key is never followed, so its holders are never needed, and as the store grows
+    they are most of the rows (a switchboard's number, a big company's common name).
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        keys = table(LeadMatchKey).c
+        query = select(keys.key, keys.lead_id).where(among(session, keys.key, wanted))
+        return connection.execute(query).tuples()
+    listed = "{" + ",".join(map(str, wanted)) + "}"
+    return connection.exec_driver_sql(
+        "SELECT w.key, m.lead_id FROM unnest(%(keys)s::bigint[]) AS w(key) "
+        "CROSS JOIN LATERAL (SELECT lead_id FROM lead_match_keys WHERE key = w.key "
+        f"LIMIT {MAX_BLOCK + 1}) AS m",
+        {"keys": listed},
+    ).tuples()
 
 
 def _person(ref: object, values: Mapping[str, Any]) -> Person:

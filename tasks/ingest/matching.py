@@ -356,18 +356,25 @@ def _fold(person: Person) -> _Folded | None:
     first, last = fold_name(person.first_name), fold_name(person.last_name)
     if not first or not last:
         return None  # a fuzzy match needs both names; exact keys still apply
+    orgs = _organisations(person.company_key, person.website, email_domain(person.email_key))
+    return _Folded(person, first, last, orgs)
+
+
+@lru_cache(maxsize=1 << 16)  # a company's people share it: work it out once per company
+def _organisations(
+    company_key: str | None, website: str | None, domain: str | None
+) -> frozenset[tuple[str, str]]:
     orgs: set[tuple[str, str]] = set()
-    if person.company_key:
-        orgs.add(("company", person.company_key))
-    domain = email_domain(person.email_key)
-    for kind, value in (("website", person.website), ("email domain", domain)):
+    if company_key:
+        orgs.add(("company", company_key))
+    for kind, value in (("website", website), ("email domain", domain)):
         if value:
             orgs.add((kind, value))
             # acme.com is Acme's: the domain's name meets the company's match key.
             label = re.sub(r"[^a-z0-9]", "", value.split(".", 1)[0])
             if len(label) >= 3:
                 orgs.add(("company", label))
-    return _Folded(person, first, last, frozenset(orgs))
+    return frozenset(orgs)
 
 
 def _block_keys(folded: _Folded) -> Iterator[tuple[str, ...]]:
