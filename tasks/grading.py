@@ -164,7 +164,10 @@ def _fit_points(fit: Fit) -> list[ColumnElement[Any]]:
     if fit.titles:
         words = _title_words()
         hit = or_(false(), *(words.like(f"% {k.lower()} %") for k in fit.titles.keywords))
-        parts.append(case((hit, fit.titles.points), else_=0))
+        # No store reuses the title's words across the keywords: each LIKE cleans the title
+        # again. A lead without a title (most of an import) skips all of them.
+        titled = and_(Lead.title.is_not(None), Lead.title != "")
+        parts.append(case((and_(titled, hit), fit.titles.points), else_=0))
     return parts
 
 
