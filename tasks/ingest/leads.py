@@ -345,7 +345,11 @@ class _Writer:
         if not wanted:
             return {}
         holders: dict[int, set[int]] = defaultdict(set)
-        for key, lead_id in _holders(self.session, wanted):
+        keys = table(LeadMatchKey).c
+        # Core, not ORM: tens of thousands of plain pairs a batch need no entity loading.
+        for key, lead_id in self.session.connection().execute(
+            select(keys.key, keys.lead_id).where(among(self.session, keys.key, wanted))
+        ):
             holders[key].add(lead_id)
         crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
         # Everyone on a number is counted (crowding), never a candidate for that alone.
@@ -666,27 +670,6 @@ class _Writer:
                     )
                 )
         note_decisions(self.session, decisions, run_id=self.run_id, as_of=self.as_of)
-
-
-def _holders(session: Session, wanted: Sequence[int]) -> Iterable[tuple[int, int]]:
-    """(key, lead) for the leads holding each wanted block key; of a crowded key (more than
-    ``MAX_BLOCK`` holders) only enough to tell it is crowded.
-
-    A crowded key is never followed, so its holders are never needed, and as the store grows
-    they are most of the rows (a switchboard's number, a big company's common name).
-    """
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        keys = table(LeadMatchKey).c
-        query = select(keys.key, keys.lead_id).where(among(session, keys.key, wanted))
-        return connection.execute(query).tuples()
-    listed = "{" + ",".join(map(str, wanted)) + "}"
-    return connection.exec_driver_sql(
-        "SELECT w.key, m.lead_id FROM unnest(%(keys)s::bigint[]) AS w(key) "
-        "CROSS JOIN LATERAL (SELECT lead_id FROM lead_match_keys WHERE key = w.key "
-        f"LIMIT {MAX_BLOCK + 1}) AS m",
-        {"keys": listed},
-    ).tuples()
 
 
 def _person(ref: object, values: Mapping[str, Any]) -> Person:
