@@ -127,7 +127,7 @@ def apply_rules(
         if not rule.enabled:
             continue
         matches = find_matches(session, rule, as_of, exclude=disqualified, span=span)
-        began = step_episodes(session, rule.name, [m.lead_id for m in matches], as_of, run_id)
+        began = step_episodes(session, rule.name, [m.lead_id for m in matches], as_of, run_id, span)
         firing = [m for m in matches if m.lead_id in began]
         summary.matched[rule.name] = len(matches)
         summary.fired[rule.name] = len(firing)

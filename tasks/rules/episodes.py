@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from tasks.spans import LeadSpan, within
 from tasks.store.models import RuleEpisode
 from tasks.store.upsert import among, id_slices, insert_ignore
 
@@ -33,12 +34,20 @@ def step_episodes(
     matched: Sequence[int],
     as_of: dt.datetime,
     run_id: int | None,
+    span: LeadSpan | None = None,
 ) -> dict[int, dt.datetime]:
-    """Open and close the rule's episodes for this run; return {lead: start} of those begun now."""
+    """Open and close the rule's episodes for this run; return {lead: start} of those begun now.
+
+    ``matched`` is every lead the condition holds for in ``span``: only that span's episodes are
+    compared with it. A worker doing one span must never close another span's episodes (that
+    span's worker would then open them again, and the rule would act twice).
+    """
     open_now = set(
         session.scalars(
             select(RuleEpisode.lead_id).where(
-                RuleEpisode.rule == rule, RuleEpisode.ended_at.is_(None)
+                RuleEpisode.rule == rule,
+                RuleEpisode.ended_at.is_(None),
+                within(span, RuleEpisode.lead_id),
             )
         )
     )

@@ -155,8 +155,8 @@ def _share_the_day(url: str, run_id: int, barrier: Any, name: str) -> None:
     work_day(engine, run_id, STAGES, config, worker=name)
 
 
-def _day(url: str, as_of: dt.datetime, workers: int) -> int:
-    """One day planned in small batches, shared by ``workers`` processes, then sent."""
+def _day(url: str, as_of: dt.datetime, workers: int, batch_leads: int) -> int:
+    """One day planned in batches of ``batch_leads``, shared by ``workers`` processes, then sent."""
     from tasks.email.senders import OutboxOnlySender
     from tasks.email.sending import send_due_emails
     from tasks.stages import current_config, plan_run
@@ -164,7 +164,7 @@ def _day(url: str, as_of: dt.datetime, workers: int) -> int:
 
     engine = make_engine(url)
     with session_scope(engine=engine) as session:
-        run_id = plan_run(session, as_of, batch_leads=15)
+        run_id = plan_run(session, as_of, batch_leads=batch_leads)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(workers)
     processes = [
@@ -192,18 +192,22 @@ def _state(engine: Engine) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
-def test_two_worker_processes_leave_what_one_worker_leaves(engine: Engine, tmp_path: Path) -> None:
+def test_two_workers_on_small_batches_leave_what_one_whole_pass_leaves(
+    engine: Engine, tmp_path: Path
+) -> None:
     url = engine.url.render_as_string(hide_password=False)
     days = [dt.datetime.combine(START + dt.timedelta(days=d), dt.time(23), dt.UTC) for d in (0, 13)]
 
-    def book_and_days(workers: int) -> tuple[dict[str, Any], list[int]]:
+    def book_and_days(workers: int, batch_leads: int) -> tuple[dict[str, Any], list[int]]:
         truncate_store(url)
         import_book(url, tmp_path / f"book{workers}", seed=7, leads=150, start=START, days=14)
-        runs = [_day(url, as_of, workers) for as_of in days]
+        runs = [_day(url, as_of, workers, batch_leads) for as_of in days]
         return _state(engine), runs
 
-    alone, _ = book_and_days(1)
-    shared, runs = book_and_days(2)
+    # One batch per stage, as the stages ran before batches: the reference. Then spans of 15
+    # leads: a span's work must never touch another span's leads (their rule episodes, say).
+    alone, _ = book_and_days(1, batch_leads=10**9)
+    shared, runs = book_and_days(2, batch_leads=15)
     assert shared == alone
     assert len(alone["decisions"]) > 100 and alone["emails"]
     with Session(engine) as s:
@@ -215,3 +219,30 @@ def test_two_worker_processes_leave_what_one_worker_leaves(engine: Engine, tmp_p
     # Every batch done, and both workers did some of them.
     assert {worker for worker, _, _ in batches} == {"worker-0", "worker-1"}
     assert all(n == done for _, n, done in batches)
+
+
+def test_a_rule_acts_once_per_episode_however_the_leads_are_cut(
+    engine: Engine, cfg_dir: Path
+) -> None:
+    """Each span's worker compares only its own leads with the rule's open episodes: were it to
+    close another span's, that span would open them again and the rule would act twice."""
+    from tasks.config.loader import load_config
+    from tasks.stages import STAGES, plan_run
+
+    # A rule whose condition keeps holding day after day, and whose action leaves the lead in
+    # play: it must act once, on the first day, for each lead.
+    (cfg_dir / "rules.yaml").write_text(
+        "rules:\n  - name: quiet\n    when: unanswered_emails == 0\n    then:\n"
+        "      - tag: quiet\n",
+        encoding="utf-8",
+    )
+    config = load_config(cfg_dir)
+    _leads(engine, 6)
+    for day in (1, 2, 3):
+        with Session(engine) as s:
+            run_id = plan_run(s, T0 + dt.timedelta(days=day), batch_leads=2)
+            s.commit()
+        work_day(engine, run_id, STAGES, config)
+    with Session(engine) as s:
+        tagged = s.scalars(select(Decision.lead_id).where(Decision.rule == "quiet")).all()
+    assert len(tagged) == 6 and len(set(tagged)) == 6
