@@ -106,7 +106,7 @@ def daily(
     """Run every daily stage as of ``as_of`` (YYYY-MM-DD or ISO datetime; default now).
 
     ``workers``: how many workers of this flow run share the day's batches (PostgreSQL only);
-    ``batch_leads``: leads per batch of the per-lead stages.
+    ``batch_leads``: the fewest leads in a batch of the per-lead stages (at most eight a stage).
     """
     moment = resolve_as_of(as_of)
     current_config()  # nothing runs on an invalid config

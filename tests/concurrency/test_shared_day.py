@@ -246,3 +246,15 @@ def test_a_rule_acts_once_per_episode_however_the_leads_are_cut(
     with Session(engine) as s:
         tagged = s.scalars(select(Decision.lead_id).where(Decision.rule == "quiet")).all()
     assert len(tagged) == 6 and len(set(tagged)) == 6
+
+
+def test_a_stage_is_cut_into_at_most_eight_ranges(engine: Engine) -> None:
+    from tasks.batches import MAX_RANGES
+
+    ids = _leads(engine, 100)
+    run_id = _run(engine)
+    with Session(engine) as s:
+        plan_day(s, run_id, {"tag": True}, batch_leads=1)
+        spans = s.execute(select(StageBatch.lo, StageBatch.hi).order_by(StageBatch.lo)).all()
+    assert len(spans) == MAX_RANGES == 8
+    assert spans[0] == (ids[0], ids[0] + 12) and spans[-1] == (ids[0] + 91, None)
