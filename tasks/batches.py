@@ -128,10 +128,11 @@ def work_day(
     pending for the next worker (or the next attempt) with nothing of it written.
     """
     worker = worker or worker_name()
+    with session_scope(engine=engine, dry_run=True) as session:
+        as_of = session.scalars(select(Run.as_of).where(Run.id == run_id)).one()
     done: list[int] = []
     while True:
         with session_scope(engine=engine) as session:
-            as_of = session.scalars(select(Run.as_of).where(Run.id == run_id)).one()
             claim = claim_next(session, run_id)
             if claim is None:
                 return done
