@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, exists, func, insert, select
+from sqlalchemy import ColumnElement, Engine, exists, func, insert, select
 from sqlalchemy.orm import Session
 
 from tasks.config.loader import NurtureConfig
@@ -91,7 +91,7 @@ def plan_day(
 def claim_next(session: Session, run_id: int) -> Claimed | Literal["wait"] | None:
     """The next batch this worker may do, locked until its transaction ends; ``WAIT`` when every
     pending batch is another worker's or behind an unfinished stage; None when the day is done."""
-    pending = (StageBatch.run_id == run_id, StageBatch.done_at.is_(None))
+    pending = _pending(run_id)
     batch = session.execute(
         select(StageBatch.id, StageBatch.seq, StageBatch.stage, StageBatch.lo, StageBatch.hi)
         .where(*pending)
@@ -100,8 +100,7 @@ def claim_next(session: Session, run_id: int) -> Claimed | Literal["wait"] | Non
         .with_for_update(skip_locked=True)
     ).first()
     if batch is None:
-        others = session.scalar(select(exists().where(*pending)))
-        return WAIT if others else None
+        return WAIT if has_pending(session, run_id) else None
     if session.scalar(select(exists().where(*pending, StageBatch.seq < batch.seq))):
         return WAIT  # an earlier stage is still being worked on: its results come first
     span = None if batch.lo is None else LeadSpan(batch.lo, batch.hi)
@@ -176,15 +175,13 @@ def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return total
 
 
-def pending_batches(session: Session, run_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(StageBatch)
-            .where(StageBatch.run_id == run_id, StageBatch.done_at.is_(None))
-        )
-        or 0
-    )
+def _pending(run_id: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return StageBatch.run_id == run_id, StageBatch.done_at.is_(None)
+
+
+def has_pending(session: Session, run_id: int) -> bool:
+    """Whether the run has a batch not yet done (claimed by a worker or not)."""
+    return bool(session.scalar(select(exists().where(*_pending(run_id)))))
 
 
 def open_day(session: Session) -> int | None:
@@ -192,6 +189,6 @@ def open_day(session: Session) -> int | None:
     should help with. An older run left unfinished (its flow run crashed) is never joined
     implicitly: its day is past, and a rerun of that day plans batches of its own."""
     latest = session.scalar(select(func.max(StageBatch.run_id)))
-    if latest is None or not pending_batches(session, latest):
+    if latest is None or not has_pending(session, latest):
         return None
     return int(latest)
