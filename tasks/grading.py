@@ -92,9 +92,9 @@ def grade_and_score(
         _ensure_sqlite_power(session)
     scores = 0
     changes: Counter[str] = Counter()
-    for scope in _scopes(session, wanted, as_of, span):
+    for scope, bounds in _scopes(session, wanted, as_of, span):
         scored, regraded = _score_and_grade(
-            session, config.grading, as_of, run_id, scope, pinned_by
+            session, config.grading, as_of, run_id, scope, bounds, pinned_by
         )
         scores += scored
         changes.update(regraded)
@@ -104,8 +104,9 @@ def grade_and_score(
 
 def _scopes(
     session: Session, wanted: Sequence[int] | None, as_of: dt.datetime, span: LeadSpan | None
-) -> Iterator[ColumnElement[bool]]:
-    """WHERE clauses over ``leads``: in play as of ``as_of``, in as few id slices as the store allows."""
+) -> Iterator[tuple[ColumnElement[bool], LeadSpan | None]]:
+    """WHERE clauses over ``leads``: in play as of ``as_of``, in as few id slices as the store
+    allows; each with the span of ids it can touch, which bounds the facts read for it."""
     in_play = and_(
         Lead.merged_into_id.is_(None),
         Lead.status.in_(IN_PLAY),
@@ -113,10 +114,11 @@ def _scopes(
         within(span, Lead.id),
     )
     if wanted is None:
-        yield in_play
+        yield in_play, span
         return
     for part in id_slices(session, wanted):
-        yield and_(in_play, among(session, Lead.id, part))
+        bounds = LeadSpan(part[0], part[-1])  # ``wanted`` is sorted
+        yield and_(in_play, among(session, Lead.id, part)), bounds
 
 
 # --- score -----------------------------------------------------------------------------------
@@ -271,6 +273,7 @@ def _score_and_grade(
     as_of: dt.datetime,
     run_id: int | None,
     scope: ColumnElement[bool],
+    bounds: LeadSpan | None,
     pinned_by: Sequence[str],
 ) -> tuple[int, dict[str, int]]:
     """Record the scope's grade changes, then write its scores and grades in one UPDATE.
@@ -279,7 +282,7 @@ def _score_and_grade(
     scores and one per grade: each rewrites every changed lead, and an import changes all of
     its new leads.
     """
-    computed = _graded(session, grading, as_of, scope, pinned_by)
+    computed = _graded(session, grading, as_of, scope, bounds, pinned_by)
     # Scores and facts are computed once, into a temporary table, for the three statements
     # below: the score alone (a dozen CASEs, the title's words) costs more than reading it.
     with kept(session, _as_rows(computed), "graded") as rows:
@@ -315,10 +318,11 @@ def _graded(
     grading: Grading,
     as_of: dt.datetime,
     scope: ColumnElement[bool],
+    bounds: LeadSpan | None,
     pinned_by: Sequence[str],
 ) -> _Graded:
     dialect = session.get_bind().dialect.name
-    facts = FactSet(as_of, dialect)
+    facts = FactSet(as_of, dialect, bounds)
     used = sorted(set().union(*(facts_used(g.when) for g in grading.grades)))
     # Built before select_facts: it joins exactly the aggregates these expressions used.
     total = score_expression(grading.score, facts, dialect)

@@ -26,7 +26,7 @@ from tasks.rules.compile import compile_condition
 from tasks.rules.conditions import facts_used
 from tasks.rules.episodes import step_episodes
 from tasks.rules.facts import FactSet, fact_for_display
-from tasks.spans import LeadSpan, within
+from tasks.spans import LeadSpan
 from tasks.store.models import (
     IN_PLAY,
     DecisionAction,
@@ -81,7 +81,7 @@ def find_matches(
 ) -> list[Match]:
     """The leads a rule applies to as of ``as_of`` (``span``: among those), with the facts that
     made it true."""
-    facts = FactSet(as_of, session.get_bind().dialect.name)
+    facts = FactSet(as_of, session.get_bind().dialect.name, span)
     used = sorted(facts_used(rule.when))
     # Facts are computed once per lead in an inner query, then filtered: a fact used in both
     # the condition and the explanation is not evaluated twice.
@@ -91,7 +91,6 @@ def find_matches(
             Lead.merged_into_id.is_(None),
             Lead.status.in_(IN_PLAY),
             Lead.created_at <= as_of,
-            within(span, Lead.id),
             ~exists().where(
                 Opportunity.lead_id == Lead.id, Opportunity.status == OpportunityStatus.OPEN
             ),

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
 
+from tasks.spans import LeadSpan, within
 from tasks.store.models import (
     OUT_THE_DOOR,
     PROGRESS_KINDS,
@@ -61,10 +62,15 @@ class FactSet:
     each table, hash-joined to the leads) rather than from one correlated subquery per lead: a
     rule reads its facts for every lead in play, and PostgreSQL runs a correlated subquery once
     per outer row. ``select_facts`` adds the joins a set of facts needs.
+
+    ``span``: only those leads' facts are wanted, so each aggregate reads only their rows (an
+    index range) instead of grouping the whole table for the join to throw most of it away; a
+    worker's slice of the day then costs what its own leads cost, not what the store does.
     """
 
     as_of: dt.datetime
     dialect: str
+    span: LeadSpan | None = None
     _parts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # -- per-lead aggregates ----------------------------------------------------------------
@@ -91,7 +97,7 @@ class FactSet:
                     latest(ActivityKind.AUTO_REPLY, exclude=True).label("last_activity"),
                     latest(ActivityKind.MEETING_HELD).label("last_held"),
                 )
-                .where(Activity.occurred_at <= self.as_of)
+                .where(Activity.occurred_at <= self.as_of, within(self.span, Activity.lead_id))
                 .group_by(Activity.lead_id)
                 .subquery("activity_facts")
             ),
@@ -124,7 +130,11 @@ class FactSet:
                 )
                 .join(Lead, Lead.id == OutboxEmail.lead_id)
                 .outerjoin(activity, activity.c.lead_id == OutboxEmail.lead_id)
-                .where(OutboxEmail.status.in_(OUT_THE_DOOR), OutboxEmail.sent_at <= self.as_of)
+                .where(
+                    OutboxEmail.status.in_(OUT_THE_DOOR),
+                    OutboxEmail.sent_at <= self.as_of,
+                    within(self.span, OutboxEmail.lead_id),
+                )
                 .group_by(OutboxEmail.lead_id)
                 .subquery("email_facts")
             )
@@ -142,6 +152,7 @@ class FactSet:
                 .where(
                     Activity.kind == ActivityKind.MEETING_MISSED,
                     Activity.occurred_at <= self.as_of,
+                    within(self.span, Activity.lead_id),
                     Activity.occurred_at
                     > func.coalesce(activity.c.last_held, literal(EPOCH, Lead.created_at.type)),
                 )
@@ -231,6 +242,8 @@ class FactSet:
         """``SELECT leads.id, <facts> FROM leads LEFT JOIN <the aggregates they need>``."""
         columns = [self.value(name).label(name) for name in names]
         query = select(Lead.id.label("id"), *extra, *columns).select_from(Lead)
+        if self.span is not None:  # the aggregates hold only the span's leads
+            query = query.where(self.span.clause(Lead.id))
         # The aggregates were built while the columns were: join exactly those.
         for part in ("activity", "emails", "missed"):
             if part in self._parts:
