@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 
@@ -52,4 +51,4 @@ def token_in_address(address: str) -> str | None:
 
 def _mac(key: str) -> str:
     secret = os.environ.get("NURTURE_SECRET", DEV_SECRET).encode()
-    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:MAC_CHARS]
+    return hmac.digest(secret, key.encode(), "sha256").hex()[:MAC_CHARS]
