@@ -20,7 +20,7 @@ from tasks.config.models import BusinessHours, Sending
 from tasks.email.timing import recipient_zone, within_hours
 from tasks.email.tokens import email_token
 from tasks.store.models import EmailStatus, Lead, OutboxEmail, Owner, Suppression
-from tasks.store.upsert import insert_ignore
+from tasks.store.upsert import among, insert_ignore
 
 # Leads loaded per query: well under SQLite's bound-parameter limit.
 BATCH = 1000
@@ -90,7 +90,7 @@ def _recipients(session: Session, lead_ids: set[int]) -> dict[int, Row[Any]]:
         )
         .outerjoin(Owner, Owner.id == Lead.owner_id)
         .outerjoin(Suppression, Suppression.email_key == Lead.email_key)
-        .where(Lead.id.in_(lead_ids))
+        .where(among(session, Lead.id, sorted(lead_ids)))
     )
     return {row.id: row for row in session.execute(query)}
 

@@ -35,6 +35,7 @@ from tasks.store.models import (
     Opportunity,
     OpportunityStatus,
 )
+from tasks.store.upsert import among
 
 # Rules look at leads still in play; deals with an open opportunity follow the deal lifecycle.
 # Leads acted on per slice of statements.
@@ -200,12 +201,12 @@ def _apply(
             previous: dict[int, int | None] = {
                 row.id: row.owner_id
                 for row in session.execute(
-                    select(Lead.id, Lead.owner_id).where(Lead.id.in_(lead_ids))
+                    select(Lead.id, Lead.owner_id).where(among(session, Lead.id, lead_ids))
                 )
             }
             session.execute(
                 update(Lead)
-                .where(Lead.id.in_(lead_ids))
+                .where(among(session, Lead.id, lead_ids))
                 .values(owner_id=None, owner_assigned_at=None)
                 .execution_options(synchronize_session="fetch")
             )
@@ -219,13 +220,15 @@ def _apply(
         elif action.exit_cadences:
             exit_enrolments(session, lead_ids, f"rule:{rule.name}", as_of)
         elif action.tag is not None:
-            for lead in session.execute(select(Lead).where(Lead.id.in_(lead_ids))).scalars():
+            for lead in session.execute(
+                select(Lead).where(among(session, Lead.id, lead_ids))
+            ).scalars():
                 if action.tag not in (lead.tags or []):
                     lead.tags = [*(lead.tags or []), action.tag]
         elif action.set_grade is not None:
             session.execute(
                 update(Lead)
-                .where(Lead.id.in_(lead_ids))
+                .where(among(session, Lead.id, lead_ids))
                 .values(grade=action.set_grade)
                 .execution_options(synchronize_session="fetch")
             )
@@ -246,7 +249,7 @@ def _follow_up(
     named: dict[int, dt.date | None] = {}
     if when.on:
         facts = FactSet(as_of, session.get_bind().dialect.name)
-        query = facts.select_facts([when.on]).where(Lead.id.in_(lead_ids))
+        query = facts.select_facts([when.on]).where(among(session, Lead.id, lead_ids))
         named = dict(session.execute(query).tuples().all())
     requests: dict[int, tuple[str, dt.date, str]] = {}
     for lead in lead_ids:
@@ -261,7 +264,7 @@ def _set_status(
 ) -> None:
     session.execute(
         update(Lead)
-        .where(Lead.id.in_(lead_ids))
+        .where(among(session, Lead.id, lead_ids))
         .values(status=status, status_reason=reason, status_changed_at=as_of)
         .execution_options(synchronize_session="fetch")
     )
