@@ -42,6 +42,8 @@ def import_leads_task(
             trust=config.ingest.source_trust,
             sources=config.ingest.sources,
             columns=config.ingest.columns,
+            # New leads with an address are enrolled below: they start as nurturing.
+            enrolling=any(c.enrol == "new_leads" for c in config.cadences.cadences.values()),
         )
         # The leads this import created or added to: their grade and score are news.
         touched: list[int] = session.scalars(  # type: ignore[assignment]
