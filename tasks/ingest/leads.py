@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ FILLABLE = ("phone", "phone_ext", "first_name", "last_name", "company", "company
 COUPLED = {"phone": ("phone_ext",), "company": ("company_key",)}
 # Where the lead came from is recorded once, never replaced by a later source.
 FIRST_ONLY = frozenset({"source", "phone_ext", "company_key"})
+_fillable = operator.attrgetter(*FILLABLE)
 _LOOKUP_COLUMNS = (Lead.id, Lead.email_key, Lead.email_role, Lead.merged_into_id,
                    Lead.created_at, Lead.field_sources,
                    *(getattr(Lead, name) for name in FILLABLE))  # fmt: skip
@@ -226,6 +228,8 @@ class _Writer:
         self.enrolled_status = LeadStatus.NURTURING if enrolling else LeadStatus.NEW
         self.trust = {source: rank for rank, source in enumerate(trust)}
         self.file_index = {str(path): index for index, path in enumerate(paths, 1)}
+        # Each file's name as import rows keep it, and as decisions show it: made once per file.
+        self.file_names = {str(p): (fit(ImportRow.file, str(p)) or "", p.name) for p in paths}
         self.result = LeadImportResult()
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
@@ -247,7 +251,7 @@ class _Writer:
         aliases: list[tuple[str, CleanRow]] = []  # (the lead's key, the row seen with it)
         refilled: set[str] = set()  # pending keys a later row of the batch filled fields of
         for index, row in enumerate(batch):
-            incoming = {name: getattr(row.lead, name) for name in FILLABLE}
+            incoming = dict(zip(FILLABLE, _fillable(row.lead), strict=True))
             origin = Provenance(row.lead.source, row.lead.created or self.as_of)
             if row.key is None:
                 outcomes.append(ImportOutcome.REJECTED)
@@ -661,7 +665,7 @@ class _Writer:
                 {
                     "run_id": self.run_id,
                     "kind": ImportKind.LEAD,
-                    "file": fit(ImportRow.file, row.file),
+                    "file": self.file_names[row.file][0],
                     "row_number": row.row_number,
                     "line_number": row.line_number,
                     "raw": row.raw,
@@ -675,7 +679,7 @@ class _Writer:
         for index, (row, outcome, names, lead_id) in enumerate(
             zip(batch, outcomes, filled, row_leads, strict=True)
         ):
-            where = {"file": Path(row.file).name, "row": row.row_number}
+            where = {"file": self.file_names[row.file][1], "row": row.row_number}
             # One decision per input row of the run: its file's place in the import, its row.
             row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.row_number}"
             if index in by_fuzzy:
