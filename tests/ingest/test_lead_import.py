@@ -298,8 +298,12 @@ def test_the_import_task_creates_leads_with_an_address_nurturing_and_enrolled(
 ) -> None:
     """A new lead with an address goes into the new-lead cadences, so the task creates it
     nurturing (not new, then rewritten); a lead with only a phone stays new and unenrolled."""
+    from zoneinfo import ZoneInfo
+
+    from tasks.cadences.enrolment import first_due
     from tasks.ingest_tasks import import_leads_task
-    from tasks.store.models import CadenceEnrolment
+    from tasks.stages import current_config
+    from tasks.store.models import CadenceEnrolment, EnrolmentStatus
 
     file = tmp_path / "leads.csv"
     file.write_text(
@@ -312,7 +316,20 @@ def test_the_import_task_creates_leads_with_an_address_nurturing_and_enrolled(
     assert (counts["accepted"], counts["enrolled"]) == (2, 1)
     with Session(engine) as session:
         status = {n: s for n, s in session.execute(select(Lead.first_name, Lead.status))}
-        enrolled = session.scalars(select(CadenceEnrolment.lead_id)).all()
+        enrolled = session.scalars(select(CadenceEnrolment)).all()
         ana = session.scalar(select(Lead.id).where(Lead.first_name == "Ana"))
     assert status == {"Ana": LeadStatus.NURTURING, "Bo": LeadStatus.NEW}
-    assert enrolled == [ana]
+    assert [e.lead_id for e in enrolled] == [ana]
+    # Enrolled from the import, first step at 10:00 in Lisbon on the step's day, steps frozen.
+    config = current_config()
+    cadence = next(c for c in config.cadences.cadences.values() if c.enrol == "new_leads")
+    (one,) = enrolled
+    assert (one.status, one.next_step, one.enrolled_at) == (EnrolmentStatus.ACTIVE, 0, AS_OF)
+    assert one.steps == cadence.snapshot()
+    assert one.next_due_at == first_due(
+        AS_OF,
+        cadence,
+        config.sending,
+        config.cadences.holidays_for(None),
+        ZoneInfo("Europe/Lisbon"),
+    )
