@@ -14,6 +14,7 @@ from tasks.cadences.enrolment import enrol
 from tasks.grading import grade_and_score
 from tasks.ingest.crm import import_activities, import_opportunities
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
+from tasks.ingest.rows import fewer_collections
 from tasks.owners import assign_owners, sync_owners
 from tasks.runs import finish_run, start_run
 from tasks.stages import current_config
@@ -30,7 +31,7 @@ def import_leads_task(
 ) -> dict[str, Any]:
     """Import, dedupe, assign an owner and enrol new leads in the new-lead cadences."""
     config = current_config()
-    with session_scope() as session:
+    with fewer_collections(), session_scope() as session:
         run = start_run(session, RunKind.INGEST, as_of)
         result = import_leads(
             session,
@@ -42,6 +43,8 @@ def import_leads_task(
             trust=config.ingest.source_trust,
             sources=config.ingest.sources,
             columns=config.ingest.columns,
+            # New leads with an address are enrolled below: they start as nurturing.
+            enrolling=any(c.enrol == "new_leads" for c in config.cadences.cadences.values()),
         )
         # The leads this import created or added to: their grade and score are news.
         touched: list[int] = session.scalars(  # type: ignore[assignment]

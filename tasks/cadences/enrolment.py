@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, text, update
+from sqlalchemy import literal, select, text, update
 from sqlalchemy.orm import Session
 
 from tasks.cadences.schedule import after_wait, next_occurrence
 from tasks.config.models import Cadence, Sending
 from tasks.email.timing import recipient_zone, wall_clock
 from tasks.store.models import CadenceEnrolment, EnrolmentStatus, Lead, LeadStatus
-from tasks.store.upsert import among, id_slices, insert_ignore, rowcount
+from tasks.store.upsert import among, dialect_insert, id_slices, rowcount
 
 
 def at_send_hour(
@@ -67,36 +69,18 @@ def enrol(
         busy = _active_in(session, starts, exclusive_with)
         starts = {lead: at for lead, at in starts.items() if lead not in busy}
     zones = _zones(session, starts, sending) if sending.send_time_local is not None else {}
-    steps = cadence.snapshot()  # one copy for every row, not one per lead
-    # An import's leads mostly share a start (the import itself) and a zone: each distinct
-    # pair's due time is worked out once, not once per lead.
-    due: dict[tuple[dt.datetime, ZoneInfo | None], dt.datetime] = {}
-    rows = []
+    # An import's leads mostly share a start (the import itself) and a zone: each distinct pair's
+    # due time is worked out once, and its leads are enrolled by one INSERT ... SELECT (per id
+    # slice) that carries the cadence's steps once, not a row of Python values per lead.
+    groups: dict[tuple[dt.datetime, ZoneInfo | None], list[int]] = defaultdict(list)
     for lead_id, start in sorted(starts.items()):
-        zone = zones.get(lead_id)
-        when = due.get((start, zone))
-        if when is None:
-            when = due[start, zone] = first_due(start, cadence, sending, holidays, zone)
-        rows.append(
-            {
-                "lead_id": lead_id,
-                "cadence": cadence_name,
-                "status": EnrolmentStatus.ACTIVE,
-                "enrolled_at": start,
-                "next_step": 0,
-                "next_due_at": when,
-                "run_id": run_id,
-                "steps": steps,
-            }
-        )
-    # The partial unique index (one active enrolment per lead and cadence) is the guard.
-    ids = insert_ignore(
-        session,
-        CadenceEnrolment,
-        rows,
-        ["lead_id", "cadence"],
-        where=text("status = 'active'"),
-    )
+        groups[start, zones.get(lead_id)].append(lead_id)
+    steps = cadence.snapshot()
+    ids: list[int] = []
+    for (start, zone), leads in groups.items():  # in the order of each group's first lead
+        when = first_due(start, cadence, sending, holidays, zone)
+        for some in id_slices(session, leads):
+            ids += _enrol_all(session, some, cadence_name, start, when, run_id, steps)
     if ids:
         for some in id_slices(session, sorted(starts)):
             session.execute(
@@ -106,6 +90,48 @@ def enrol(
                 .execution_options(synchronize_session="fetch")
             )
     return ids
+
+
+def _enrol_all(
+    session: Session,
+    lead_ids: Sequence[int],
+    cadence_name: str,
+    start: dt.datetime,
+    when: dt.datetime,
+    run_id: int | None,
+    steps: list[dict[str, Any]],
+) -> list[int]:
+    """Enrol the leads from ``start``, first step due ``when``; return the new enrolments' ids.
+
+    The partial unique index (one active enrolment per lead and cadence) is the guard: a lead
+    already active in the cadence is skipped.
+    """
+    e = CadenceEnrolment
+    rows = (
+        select(
+            Lead.id,
+            literal(cadence_name, e.cadence.type),
+            literal(EnrolmentStatus.ACTIVE, e.status.type),
+            literal(start, e.enrolled_at.type),
+            literal(0, e.next_step.type),
+            literal(when, e.next_due_at.type),
+            literal(run_id, e.run_id.type),
+            literal(steps, e.steps.type),
+        )
+        .where(among(session, Lead.id, lead_ids))
+        .order_by(Lead.id)
+    )
+    names = ["lead_id", "cadence", "status", "enrolled_at", "next_step", "next_due_at", "run_id",
+             "steps"]  # fmt: skip
+    inserted = session.scalars(
+        dialect_insert(session, CadenceEnrolment)
+        .from_select(names, rows)
+        .on_conflict_do_nothing(
+            index_elements=["lead_id", "cadence"], index_where=text("status = 'active'")
+        )
+        .returning(e.id)
+    )
+    return list(inserted)
 
 
 def _active_in(session: Session, lead_ids: Iterable[int], cadences: Sequence[str]) -> set[int]:

@@ -25,7 +25,7 @@ from typing import IO, Any, BinaryIO, cast
 from tasks.ingest.matching import Person, block_keys
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import IngestFileError, Record, read_records
-from tasks.ingest.rows import jsonable
+from tasks.ingest.rows import fewer_collections, jsonable
 from tasks.store.models import Lead
 from tasks.store.upsert import fit
 
@@ -239,8 +239,9 @@ def _produce(job: str, out: BinaryIO) -> None:
     spec = json.loads(job)
     paths = [(Path(path), encoding) for path, encoding in spec["files"]]
     try:
-        for batch in clean_batches([p for p, _ in paths], dict(paths), spec["columns"]):
-            pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
+        with fewer_collections():  # batches of rows alive while the next is made
+            for batch in clean_batches([p for p, _ in paths], dict(paths), spec["columns"]):
+                pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.dump(None, out)
     except IngestFileError as exc:
         pickle.dump(_Failure(exc.file, exc.line, exc.message), out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ FILLABLE = ("phone", "phone_ext", "first_name", "last_name", "company", "company
 COUPLED = {"phone": ("phone_ext",), "company": ("company_key",)}
 # Where the lead came from is recorded once, never replaced by a later source.
 FIRST_ONLY = frozenset({"source", "phone_ext", "company_key"})
+_fillable = operator.attrgetter(*FILLABLE)
 _LOOKUP_COLUMNS = (Lead.id, Lead.email_key, Lead.email_role, Lead.merged_into_id,
                    Lead.created_at, Lead.field_sources,
                    *(getattr(Lead, name) for name in FILLABLE))  # fmt: skip
@@ -102,6 +104,7 @@ def import_leads(
     encoding: str | None = None,
     keep_outcomes: bool = True,
     parallel: bool | None = None,
+    enrolling: bool = False,
     trust: Sequence[str] = (),
     columns: Mapping[str, str] | None = None,
     sources: Mapping[str, str] | None = None,
@@ -113,12 +116,21 @@ def import_leads(
     down raises ``IngestFileError`` with its file and line, and the caller, who owns the one
     transaction and commits nothing before the end, rolls it all back. ``keep_outcomes=False`` keeps no per-row outcome in memory either (a million-row import):
     read them back with ``stored_outcomes``. Large files are cleaned in a second process while
-    this one writes (``parallel``; see ``cleaning.py``).
+    this one writes (``parallel``; see ``cleaning.py``). ``enrolling``: the caller enrols every
+    new lead that has an address in the new-lead cadences, in this transaction; such a lead is
+    created ``nurturing`` (what enrolling makes it) rather than rewritten right after.
     """
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding, columns) for path in paths}
     writer = _Writer(
-        session, run_id, as_of, paths, keep_outcomes=keep_outcomes, trust=trust, sources=sources
+        session,
+        run_id,
+        as_of,
+        paths,
+        keep_outcomes=keep_outcomes,
+        trust=trust,
+        sources=sources,
+        enrolling=enrolling,
     )
     for batch in cleaned(paths, encodings, columns, parallel=parallel):
         writer.write(batch)
@@ -204,6 +216,7 @@ class _Writer:
         paths: list[Path],
         *,
         keep_outcomes: bool,
+        enrolling: bool = False,
         trust: Sequence[str] = (),
         sources: Mapping[str, str] | None = None,
     ) -> None:
@@ -211,12 +224,18 @@ class _Writer:
         # "referrals" and "word_of_mouth" are "referral": one source for trust, score, reports.
         self.sources = dict(sources or {})
         self.keep_outcomes = keep_outcomes
+        # Updating every new lead's status after the insert rewrote each row and its indexes.
+        self.enrolled_status = LeadStatus.NURTURING if enrolling else LeadStatus.NEW
         self.trust = {source: rank for rank, source in enumerate(trust)}
         self.file_index = {str(path): index for index, path in enumerate(paths, 1)}
+        # Each file's name as import rows keep it, and as decisions show it: made once per file.
+        self.file_names = {str(p): (fit(ImportRow.file, str(p)) or "", p.name) for p in paths}
         self.result = LeadImportResult()
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
         self.undated: set[int] = set()
+        # The stored holders of the current batch's block keys (see ``_fuzzy``).
+        self.holders: dict[int, set[int]] = defaultdict(set)
 
     def write(self, batch: list[CleanRow]) -> None:
         if self.sources:
@@ -232,7 +251,7 @@ class _Writer:
         aliases: list[tuple[str, CleanRow]] = []  # (the lead's key, the row seen with it)
         refilled: set[str] = set()  # pending keys a later row of the batch filled fields of
         for index, row in enumerate(batch):
-            incoming = {name: getattr(row.lead, name) for name in FILLABLE}
+            incoming = dict(zip(FILLABLE, _fillable(row.lead), strict=True))
             origin = Provenance(row.lead.source, row.lead.created or self.as_of)
             if row.key is None:
                 outcomes.append(ImportOutcome.REJECTED)
@@ -342,9 +361,10 @@ class _Writer:
         joins the better match only: two stored leads are never merged by a third party.
         """
         wanted = sorted({k for keys in blocks.values() for k in keys})
+        holders: dict[int, set[int]] = defaultdict(set)
+        self.holders = holders  # what _keep_match_keys counts
         if not wanted:
             return {}
-        holders: dict[int, set[int]] = defaultdict(set)
         keys = table(LeadMatchKey).c
         # Core, not ORM: tens of thousands of plain pairs a batch need no entity loading.
         for key, lead_id in self.session.connection().execute(
@@ -423,23 +443,55 @@ class _Writer:
     ) -> None:
         """Block keys of the new leads, and of the rows merged by fuzzy match into a lead (its
         other spellings: the next row spelled that way finds it too)."""
-        fresh = {
-            (block, created[key])
-            for key, row in pending.items()
-            if key in created
-            for block in blocks[key]
-        }
-        more = {(block, lead_ids[key]) for key, blocks in absorbed for block in blocks} - fresh
-        append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], fresh)
-        if more:
-            # A key the lead already holds (from another spelling) is skipped.
+        # Each key's new holders, then the keys in order: they are hashes, and a batch inserted
+        # at random places in the index cost twice what the same batch walked in order did.
+        fresh: dict[int, list[int]] = defaultdict(list)
+        for key, lead_id in created.items():
+            for block in blocks[key]:
+                fresh[block].append(lead_id)
+        rows: list[tuple[int, int]] = []
+        for block in sorted(fresh):
+            fresh[block] = kept = self._room(block, fresh[block])
+            rows.extend((block, lead) for lead in kept)
+        append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], rows)
+        more: dict[int, set[int]] = defaultdict(set)
+        for key, keys in absorbed:
+            for block in keys:
+                more[block].add(lead_ids[key])
+        # A key the lead already holds (from another spelling) is skipped by _room.
+        extra = [
+            (block, lead)
+            for block in sorted(more)
+            for lead in self._room(block, list(more[block]), fresh.get(block, []))
+        ]
+        if extra:
             insert_ignore_returning(
                 self.session,
                 LeadMatchKey,
-                [{"key": k, "lead_id": i} for k, i in sorted(more)],
+                [{"key": k, "lead_id": i} for k, i in extra],
                 ["key", "lead_id"],
-                ["key"],
+                [],
             )
+
+    def _room(self, block: int, leads: list[int], taken: Sequence[int] = ()) -> list[int]:
+        """Of ``leads``, the new holders of ``block`` worth storing: a key keeps its first
+        ``MAX_BLOCK + 1`` holders (``taken``: those this batch stores already).
+
+        One holder more than ``MAX_BLOCK`` makes a key crowded, and it stays crowded (leads are
+        never deleted): the holders beyond would only be read back to be counted, and on a
+        shared switchboard at a million leads that was most of the rows each batch read.
+        ``self.holders`` are the stored holders of this batch's keys, read by ``_fuzzy``.
+        """
+        held = self.holders.get(block, ())
+        room = MAX_BLOCK + 1 - len(held) - len(taken)
+        if not held and not taken and len(leads) <= room:
+            return leads  # a key nobody holds yet: most of them
+        kept = []
+        for lead in sorted(leads):
+            if room > 0 and lead not in held and lead not in taken:
+                kept.append(lead)
+                room -= 1
+        return kept
 
     def _keep_aliases(
         self,
@@ -553,7 +605,8 @@ class _Writer:
             "company": fit(Lead.company, lead.company), "title": fit(Lead.title, lead.title),
             "country": lead.country, "source": lead.source, "budget": lead.budget,
             "authority": lead.authority, "need": lead.need, "timing": lead.timing,
-            "tags": lead.tags, "status": LeadStatus.NEW, "status_changed_at": created,
+            "tags": lead.tags, "status": self.enrolled_status if lead.email else LeadStatus.NEW,
+            "status_changed_at": created,
             "created_at": created, "cycle_started_at": created, "created_run_id": self.run_id,
             "score": 0,
         }  # fmt: skip
@@ -612,7 +665,7 @@ class _Writer:
                 {
                     "run_id": self.run_id,
                     "kind": ImportKind.LEAD,
-                    "file": fit(ImportRow.file, row.file),
+                    "file": self.file_names[row.file][0],
                     "row_number": row.row_number,
                     "line_number": row.line_number,
                     "raw": row.raw,
@@ -626,7 +679,7 @@ class _Writer:
         for index, (row, outcome, names, lead_id) in enumerate(
             zip(batch, outcomes, filled, row_leads, strict=True)
         ):
-            where = {"file": Path(row.file).name, "row": row.row_number}
+            where = {"file": self.file_names[row.file][1], "row": row.row_number}
             # One decision per input row of the run: its file's place in the import, its row.
             row_key = f"{self.run_id}:{self.file_index[row.file]}:{row.row_number}"
             if index in by_fuzzy:

@@ -1,8 +1,11 @@
-"""Small pieces the importers share: bulk updates by id and raw rows as JSON."""
+"""Small pieces the importers share: bulk updates by id, raw rows as JSON, fewer collections."""
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import update
@@ -31,3 +34,24 @@ def jsonable(raw: dict[str, Any]) -> dict[str, Any]:
         return {str(k): v if isinstance(v, str | int | float | bool | None) else str(v)
                 for k, v in raw.items()}  # fmt: skip
     return {str(k): v for k, v in raw.items()}
+
+
+# Allocations between two young-generation collections during an import (Python's default: 700).
+IMPORT_GC_THRESHOLD = 100_000
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run the block with the cyclic garbage collector woken 140 times less often.
+
+    An import allocates millions of small objects (rows, dicts, tuples) that die young and
+    form no cycles, while the collector, woken every 700 allocations, walked the batches
+    still alive each time, and now and then the whole heap: a quarter of the writer's time at
+    30k rows. Cycles are still collected, only later; the old thresholds come back after.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(IMPORT_GC_THRESHOLD, *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)

@@ -360,7 +360,9 @@ class LeadMatchKey(Base):
     __tablename__ = "lead_match_keys"
 
     key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), primary_key=True)
+    # A lead's id, without a foreign key: the keys are derived from leads, written with them,
+    # and leads are never deleted; checking each of seven keys a lead cost more than writing it.
+    lead_id: Mapped[int] = mapped_column(primary_key=True)
 
 
 class ImportRow(Base):

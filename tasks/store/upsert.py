@@ -283,7 +283,10 @@ def append_int_rows(
     listed = ", ".join(names)
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        data = "".join("\t".join(map(str, row)) + "\n" for row in rows)
+        if len(names) == 2:  # pairs (a key and an id): one format per row
+            data = "".join(f"{a}\t{b}\n" for a, b in rows)
+        else:
+            data = "".join("\t".join(map(str, row)) + "\n" for row in rows)
         if not data:
             return
         driver: Any = connection.connection.driver_connection

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -290,3 +291,45 @@ def test_a_more_trusted_source_keeps_its_values_and_aliases_keep_the_rest(
     # the trade show fills only what it lacked.
     assert (mia.phone, mia.company, mia.title) == ("+447911123456", "Globex", "CTO")
     assert set(mia.field_sources) == {"phone"}
+
+
+def test_the_import_task_creates_leads_with_an_address_nurturing_and_enrolled(
+    engine: Any, tmp_path: Path
+) -> None:
+    """A new lead with an address goes into the new-lead cadences, so the task creates it
+    nurturing (not new, then rewritten); a lead with only a phone stays new and unenrolled."""
+    from zoneinfo import ZoneInfo
+
+    from tasks.cadences.enrolment import first_due
+    from tasks.ingest_tasks import import_leads_task
+    from tasks.stages import current_config
+    from tasks.store.models import CadenceEnrolment, EnrolmentStatus
+
+    file = tmp_path / "leads.csv"
+    file.write_text(
+        "Email,First Name,Last Name,Phone,Country\n"
+        "ana@acme.example,Ana,Silva,,PT\n"
+        ",Bo,Berg,+46 8 123 456 78,SE\n",
+        encoding="utf-8",
+    )
+    counts = import_leads_task.fn([str(file)], AS_OF, None, None)
+    assert (counts["accepted"], counts["enrolled"]) == (2, 1)
+    with Session(engine) as session:
+        status = {n: s for n, s in session.execute(select(Lead.first_name, Lead.status))}
+        enrolled = session.scalars(select(CadenceEnrolment)).all()
+        ana = session.scalar(select(Lead.id).where(Lead.first_name == "Ana"))
+    assert status == {"Ana": LeadStatus.NURTURING, "Bo": LeadStatus.NEW}
+    assert [e.lead_id for e in enrolled] == [ana]
+    # Enrolled from the import, first step at 10:00 in Lisbon on the step's day, steps frozen.
+    config = current_config()
+    cadence = next(c for c in config.cadences.cadences.values() if c.enrol == "new_leads")
+    (one,) = enrolled
+    assert (one.status, one.next_step, one.enrolled_at) == (EnrolmentStatus.ACTIVE, 0, AS_OF)
+    assert one.steps == cadence.snapshot()
+    assert one.next_due_at == first_due(
+        AS_OF,
+        cadence,
+        config.sending,
+        config.cadences.holidays_for(None),
+        ZoneInfo("Europe/Lisbon"),
+    )

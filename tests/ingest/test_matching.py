@@ -212,6 +212,39 @@ def test_a_crowded_block_in_the_store_is_not_followed(
     assert merged.lead_id == session.scalar(select(Lead.id).where(Lead.email_key == "s@s.example"))
 
 
+def test_a_crowded_key_keeps_a_crowd_of_holders_and_stays_crowded(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    """Holders beyond one more than ``MAX_BLOCK`` are not stored: the key is crowded already,
+    and the holders it keeps still say so to every later import."""
+    from tasks.ingest.matching import census_key
+
+    header = "Email,First Name,Last Name,Phone,Country\n"
+
+    def crowd(start: int, people: int) -> str:
+        # Every name sounds different, so each is in no block with another but the census.
+        return "".join(
+            f"p{i}@d{i}.example,Rep{chr(65 + i % 26)}{chr(65 + i // 26)},"
+            f"Number{chr(65 + i % 26)}{chr(65 + i // 26)},+1 415 555 0000,US\n"
+            for i in range(start, start + people)
+        )
+
+    switchboard = census_key("+14155550000")
+    holders = select(func.count()).select_from(LeadMatchKey).where(LeadMatchKey.key == switchboard)
+    first = "sam@lee.example,Sam,Lee,+1 415 555 0000,US\n" + crowd(0, MAX_BLOCK + 4)
+    import_leads(session, [write(tmp_path / "a.csv", header + first)], run_id=run_id, as_of=AS_OF)
+    assert leads(session) == MAX_BLOCK + 5
+    assert session.scalar(holders) == MAX_BLOCK + 1
+    import_leads(
+        session, [write(tmp_path / "b.csv", header + crowd(100, 5))], run_id=run_id, as_of=AS_OF
+    )
+    assert session.scalar(holders) == MAX_BLOCK + 1
+    # Sam Lee on the crowded switchboard under a new address: no evidence, a new lead.
+    again = header + "sam.lee@other.example,Sam,Lee,+1 415 555 0000,US\n"
+    result = import_leads(session, [write(tmp_path / "c.csv", again)], run_id=run_id, as_of=AS_OF)
+    assert (result.counts["accepted"], result.counts["merged"]) == (1, 0)
+
+
 def test_a_slip_a_squashed_particle_and_an_address_that_spells_the_name() -> None:
     def one(a: Person, b: Person) -> list[str]:
         return [m.names for m in find_matches([a], [b])]
