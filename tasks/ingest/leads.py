@@ -234,8 +234,6 @@ class _Writer:
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
         self.undated: set[int] = set()
-        # The stored holders of the current batch's block keys (see ``_fuzzy``).
-        self.holders: dict[int, set[int]] = defaultdict(set)
 
     def write(self, batch: list[CleanRow]) -> None:
         if self.sources:
@@ -293,7 +291,8 @@ class _Writer:
             key: block_keys(_person(key, row)) if key in refilled else batch[creators[key]].blocks
             for key, row in pending.items()
         }
-        fuzzy = self._fuzzy(pending, creators, blocks)
+        holders = self._holders(blocks)
+        fuzzy = self._fuzzy(pending, creators, blocks, holders)
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
         absorbed_keys: list[tuple[str, set[int]]] = []  # (the lead's key, the row's block keys)
@@ -343,14 +342,30 @@ class _Writer:
         self._update_leads(updates)
         lead_ids = {k: s.id for k, s in known.items()}
         self._keep_aliases(aliases, lead_ids, pending, known, redirect)
-        self._keep_match_keys(pending, created, blocks, absorbed_keys, lead_ids)
+        self._keep_match_keys(created, blocks, absorbed_keys, lead_ids, holders)
         self._keep_rows(batch, outcomes, filled, lead_ids, by_fuzzy)
+
+    def _holders(self, blocks: dict[str, set[int]]) -> dict[int, set[int]]:
+        """The stored holders of the batch's block keys: candidates for ``_fuzzy``, and what a
+        key already holds for ``_keep_match_keys``."""
+        holders: dict[int, set[int]] = defaultdict(set)
+        wanted = sorted({k for keys in blocks.values() for k in keys})
+        if not wanted:
+            return holders
+        keys = table(LeadMatchKey).c
+        # Core, not ORM: tens of thousands of plain pairs a batch need no entity loading.
+        for key, lead_id in self.session.connection().execute(
+            select(keys.key, keys.lead_id).where(among(self.session, keys.key, wanted))
+        ):
+            holders[key].add(lead_id)
+        return holders
 
     def _fuzzy(
         self,
         pending: dict[str, dict[str, Any]],
         creators: dict[str, int],
         blocks: dict[str, set[int]],
+        holders: dict[int, set[int]],
     ) -> dict[str, tuple[_Stored | str, Match]]:
         """The new people of this batch who are someone else: {their key: (who, the match)}.
 
@@ -360,17 +375,8 @@ class _Writer:
         stored lead, else the earlier row, survives. A row that would join two stored leads
         joins the better match only: two stored leads are never merged by a third party.
         """
-        wanted = sorted({k for keys in blocks.values() for k in keys})
-        holders: dict[int, set[int]] = defaultdict(set)
-        self.holders = holders  # what _keep_match_keys counts
-        if not wanted:
+        if not any(blocks.values()):
             return {}
-        keys = table(LeadMatchKey).c
-        # Core, not ORM: tens of thousands of plain pairs a batch need no entity loading.
-        for key, lead_id in self.session.connection().execute(
-            select(keys.key, keys.lead_id).where(among(self.session, keys.key, wanted))
-        ):
-            holders[key].add(lead_id)
         crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
         # Everyone on a number is counted (crowding), never a candidate for that alone.
         census = {census_key(row["phone"]) for row in pending.values() if row.get("phone")}
@@ -435,14 +441,15 @@ class _Writer:
 
     def _keep_match_keys(
         self,
-        pending: dict[str, dict[str, Any]],
         created: dict[str, int],
         blocks: dict[str, set[int]],
         absorbed: list[tuple[str, set[int]]],
         lead_ids: dict[str, int],
+        holders: dict[int, set[int]],
     ) -> None:
         """Block keys of the new leads, and of the rows merged by fuzzy match into a lead (its
-        other spellings: the next row spelled that way finds it too)."""
+        other spellings: the next row spelled that way finds it too); ``holders``: the stored
+        holders of the batch's keys."""
         # Each key's new holders, then the keys in order: they are hashes, and a batch inserted
         # at random places in the index cost twice what the same batch walked in order did.
         fresh: dict[int, list[int]] = defaultdict(list)
@@ -451,7 +458,7 @@ class _Writer:
                 fresh[block].append(lead_id)
         rows: list[tuple[int, int]] = []
         for block in sorted(fresh):
-            fresh[block] = kept = self._room(block, fresh[block])
+            fresh[block] = kept = _room(holders.get(block, set()), fresh[block])
             rows.extend((block, lead) for lead in kept)
         append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], rows)
         more: dict[int, set[int]] = defaultdict(set)
@@ -462,7 +469,7 @@ class _Writer:
         extra = [
             (block, lead)
             for block in sorted(more)
-            for lead in self._room(block, list(more[block]), fresh.get(block, []))
+            for lead in _room(holders.get(block, set()), list(more[block]), fresh.get(block, []))
         ]
         if extra:
             insert_ignore_returning(
@@ -472,26 +479,6 @@ class _Writer:
                 ["key", "lead_id"],
                 [],
             )
-
-    def _room(self, block: int, leads: list[int], taken: Sequence[int] = ()) -> list[int]:
-        """Of ``leads``, the new holders of ``block`` worth storing: a key keeps its first
-        ``MAX_BLOCK + 1`` holders (``taken``: those this batch stores already).
-
-        One holder more than ``MAX_BLOCK`` makes a key crowded, and it stays crowded (leads are
-        never deleted): the holders beyond would only be read back to be counted, and on a
-        shared switchboard at a million leads that was most of the rows each batch read.
-        ``self.holders`` are the stored holders of this batch's keys, read by ``_fuzzy``.
-        """
-        held = self.holders.get(block, ())
-        room = MAX_BLOCK + 1 - len(held) - len(taken)
-        if not held and not taken and len(leads) <= room:
-            return leads  # a key nobody holds yet: most of them
-        kept = []
-        for lead in sorted(leads):
-            if room > 0 and lead not in held and lead not in taken:
-                kept.append(lead)
-                room -= 1
-        return kept
 
     def _keep_aliases(
         self,
@@ -771,3 +758,22 @@ def write_outcomes_csv(path: Path, outcomes: Iterable[Outcome], *, several_files
             line = [o.row, o.outcome.value, "" if o.lead_id is None else o.lead_id,
                     "; ".join(o.reasons)]  # fmt: skip
             writer.writerow(line + ([o.file] if several else []))
+
+
+def _room(held: set[int], leads: list[int], taken: Sequence[int] = ()) -> list[int]:
+    """Of ``leads``, the new holders of a key worth storing: a key keeps its first
+    ``MAX_BLOCK + 1`` holders (``held``: those stored; ``taken``: those this batch stores).
+
+    One holder more than ``MAX_BLOCK`` makes a key crowded, and it stays crowded (leads are
+    never deleted): the holders beyond would only be read back to be counted, and on a shared
+    switchboard at a million leads that was most of the rows each batch read.
+    """
+    room = MAX_BLOCK + 1 - len(held) - len(taken)
+    if not held and not taken and len(leads) <= room:
+        return leads  # a key nobody holds yet: most of them
+    kept = []
+    for lead in sorted(leads):
+        if room > 0 and lead not in held and lead not in taken:
+            kept.append(lead)
+            room -= 1
+    return kept
