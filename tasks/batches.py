@@ -32,8 +32,9 @@ from tasks.store.models import Lead, Run, StageBatch
 # Leads per batch of a per-lead stage: big enough that a batch's statements amortise their
 # planning and its task's overhead, small enough that two workers share the day evenly.
 BATCH_LEADS = 10_000
-# At most this many ranges per stage: part of a range's work (a rule's facts, say) grows with the
-# whole store, so at a million leads a hundred ranges of 10,000 cost twice one pass (measured).
+# At most this many ranges per stage: a range's fixed costs (statements planned, rule episodes
+# compared, and until a range's facts were read for its own leads only, the whole store's facts)
+# add up; at a million leads a hundred ranges of 10,000 cost twice one pass (measured then).
 MAX_RANGES = 8
 # How long a worker waits before looking again when every pending batch is another's.
 POLL_SECONDS = 0.05
