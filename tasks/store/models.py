@@ -322,6 +322,13 @@ class Lead(Base):
             sqlite_where=text("NOT email_role"),
             postgresql_where=text("NOT email_role"),
         ),
+        # Role addresses (info@) are shared, so not unique, but looked up by key all the same.
+        Index(
+            "ix_leads_role_email_key",
+            "email_key",
+            sqlite_where=text("email_role"),
+            postgresql_where=text("email_role"),
+        ),
         Index("ix_leads_phone", "phone"),
     )
 
