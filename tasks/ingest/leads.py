@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, note_decisions
 from tasks.ingest.cleaning import CleanRow, cleaned, identity
+from tasks.ingest.keylog import KeyLog
 from tasks.ingest.matching import (
     MAX_BLOCK,
     Match,
@@ -69,6 +70,8 @@ _fillable = operator.attrgetter(*FILLABLE)
 # them, each batch's lookup read every lead.
 _PERSONAL = text("NOT leads.email_role")
 _ROLE = text("leads.email_role")
+# Block keys stored per COPY when an import ends: bounds the rows made in Python at once.
+KEYS_PER_WRITE = 100_000
 _LOOKUP_COLUMNS = (Lead.id, Lead.email_key, Lead.email_role, Lead.merged_into_id,
                    Lead.created_at, Lead.field_sources,
                    *(getattr(Lead, name) for name in FILLABLE))  # fmt: skip
@@ -140,6 +143,7 @@ def import_leads(
     )
     for batch in cleaned(paths, encodings, columns, parallel=parallel):
         writer.write(batch)
+    writer.finish()
     session.flush()
     return writer.result
 
@@ -240,6 +244,15 @@ class _Writer:
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
         self.undated: set[int] = set()
+        # The block keys of the leads this import created: stored by ``finish``.
+        self.keys = KeyLog()
+
+    def finish(self) -> None:
+        """Store the block keys of the leads this import created, in key order: they are
+        hashes, and keys inserted at random places in the index cost twice what the same keys
+        walked in order did."""
+        for pairs in self.keys.drain(KEYS_PER_WRITE):
+            append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], pairs)
 
     def write(self, batch: list[CleanRow]) -> None:
         if self.sources:
@@ -352,8 +365,8 @@ class _Writer:
         self._keep_rows(batch, outcomes, filled, lead_ids, by_fuzzy)
 
     def _holders(self, blocks: dict[str, set[int]]) -> dict[int, set[int]]:
-        """The stored holders of the batch's block keys: candidates for ``_fuzzy``, and what a
-        key already holds for ``_keep_match_keys``."""
+        """The holders of the batch's block keys, stored or created by this import so far:
+        candidates for ``_fuzzy``, and what a key already holds for ``_keep_match_keys``."""
         holders: dict[int, set[int]] = defaultdict(set)
         wanted = sorted({k for keys in blocks.values() for k in keys})
         if not wanted:
@@ -364,6 +377,8 @@ class _Writer:
             select(keys.key, keys.lead_id).where(among(self.session, keys.key, wanted))
         ):
             holders[key].add(lead_id)
+        for key, leads in self.keys.holders(wanted).items():
+            holders[key].update(leads)
         return holders
 
     def _fuzzy(
@@ -456,17 +471,17 @@ class _Writer:
         """Block keys of the new leads, and of the rows merged by fuzzy match into a lead (its
         other spellings: the next row spelled that way finds it too); ``holders``: the stored
         holders of the batch's keys."""
-        # Each key's new holders, then the keys in order: they are hashes, and a batch inserted
-        # at random places in the index cost twice what the same batch walked in order did.
+        # Each key's new holders, as many as it has room for.
         fresh: dict[int, list[int]] = defaultdict(list)
         for key, lead_id in created.items():
             for block in blocks[key]:
                 fresh[block].append(lead_id)
         rows: list[tuple[int, int]] = []
-        for block in sorted(fresh):
+        for block in fresh:
             fresh[block] = kept = _room(holders.get(block, set()), fresh[block])
             rows.extend((block, lead) for lead in kept)
-        append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], rows)
+        # New leads' keys cannot be held already: kept until the import ends (see keylog.py).
+        self.keys.add(rows)
         more: dict[int, set[int]] = defaultdict(set)
         for key, keys in absorbed:
             for block in keys:

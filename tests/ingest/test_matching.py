@@ -297,3 +297,29 @@ def test_febrl3_f1() -> None:
     # FEBRL3 replaces whole names in many of its duplicates; a number alone never merges
     # people here (colleagues share them), so recall is what it is; precision must hold.
     assert scores.precision >= 0.995 and scores.f1 >= 0.78, scores
+
+
+def test_a_later_batch_finds_a_person_an_earlier_batch_created(
+    session: Session, run_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys an import gave its new leads are held until it ends, and found meanwhile: Bob in
+    the third batch is the Robert of the first, and the keys are stored once, at the end."""
+    from tasks.ingest import cleaning
+
+    monkeypatch.setattr(cleaning, "BATCH", 2)
+    rows = (
+        "Email,First Name,Last Name,Company\n"
+        "robert.smith@gmail.com,Robert,Smith,Acme Inc\n"
+        "x@other.example,Xi,Wang,Other\ny@third.example,Yan,Li,Third\n"
+        "z@fourth.example,Zoe,King,Fourth\nbob@acme.example,Bob,Smith,Acme\n"
+    )
+    result = import_leads(session, [write(tmp_path / "a.csv", rows)], run_id=run_id, as_of=AS_OF)
+    assert (result.counts["accepted"], result.counts["merged"]) == (4, 1)
+    merge = session.scalar(select(Decision).where(Decision.rule == "fuzzy"))
+    robert = session.scalar(select(Lead.id).where(Lead.email_key == "robertsmith@gmail.com"))
+    assert merge is not None and merge.lead_id == robert
+    stored = set(session.execute(select(LeadMatchKey.key, LeadMatchKey.lead_id)).tuples())
+    assert len({lead for _, lead in stored}) == 4
+    assert {k for k, lead in stored if lead == robert} >= block_keys(
+        P(robert, "Robert", "Smith", company_key="acme")
+    )
