@@ -15,7 +15,7 @@ searches, and 6M pairs take 96 MB.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -32,18 +32,20 @@ class KeyLog:
     def __len__(self) -> int:
         return sum(len(keys) for keys, _ in self._runs)
 
-    def add(self, pairs: Iterable[tuple[int, int]]) -> None:
-        listed = list(pairs)
-        if not listed:
+    def add(self, keys: Sequence[int], leads: Sequence[int]) -> None:
+        """Pairs ``(keys[i], leads[i])``."""
+        if not len(keys):
             return
-        both = np.array(listed, dtype=np.int64)
-        self._runs.append(_sorted(both[:, 0], both[:, 1]))
+        run = _sorted(np.array(keys, dtype=np.int64), np.array(leads, dtype=np.int64))
+        self._runs.append(run)
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
             keys_b, leads_b = self._runs.pop()
             keys_a, leads_a = self._runs.pop()
-            self._runs.append(
-                _sorted(np.concatenate((keys_a, keys_b)), np.concatenate((leads_a, leads_b)))
-            )
+            merged = np.concatenate((keys_a, keys_b))
+            # Two sorted runs: a stable sort merges them in about one pass, and keeps each
+            # key's leads in order (a later batch's leads come after an earlier one's).
+            order = np.argsort(merged, kind="stable")
+            self._runs.append((merged[order], np.concatenate((leads_a, leads_b))[order]))
 
     def holders(self, wanted: Iterable[int]) -> dict[int, list[int]]:
         """{key: the leads holding it}, for those of ``wanted`` held by anyone here."""
@@ -68,7 +70,8 @@ class KeyLog:
         keys = np.concatenate([k for k, _ in self._runs])
         leads = np.concatenate([ids for _, ids in self._runs])
         self._runs = []
-        keys, leads = _sorted(keys, leads)
+        order = np.argsort(keys, kind="stable")
+        keys, leads = keys[order], leads[order]
         for start in range(0, len(keys), size):
             part = slice(start, start + size)
             yield list(zip(keys[part].tolist(), leads[part].tolist(), strict=True))

@@ -476,12 +476,19 @@ class _Writer:
         for key, lead_id in created.items():
             for block in blocks[key]:
                 fresh[block].append(lead_id)
-        rows: list[tuple[int, int]] = []
-        for block in fresh:
-            fresh[block] = kept = _room(holders.get(block, set()), fresh[block])
-            rows.extend((block, lead) for lead in kept)
+        new_keys: list[int] = []
+        new_holders: list[int] = []
+        nobody: set[int] = set()
+        for block, offered in fresh.items():
+            fresh[block] = kept = _room(holders.get(block, nobody), offered)
+            if len(kept) == 1:  # most keys: one new holder
+                new_keys.append(block)
+                new_holders.append(kept[0])
+            else:
+                new_keys.extend([block] * len(kept))
+                new_holders.extend(kept)
         # New leads' keys cannot be held already: kept until the import ends (see keylog.py).
-        self.keys.add(rows)
+        self.keys.add(new_keys, new_holders)
         more: dict[int, set[int]] = defaultdict(set)
         for key, keys in absorbed:
             for block in keys:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     ClauseElement,
+    Column,
     ColumnElement,
     Executable,
     Integer,
@@ -179,8 +180,10 @@ def _row_values(
     # rest are picked out of the row by one C-level itemgetter. A million rows is ten million
     # values, and a Python-level loop over each of them was a tenth of an import's time.
     converted = [
-        (index, process)
-        for index, process in enumerate(c.type.bind_processor(dialect) for c in columns)
+        (index, _remembered(process) if _hashable(column) else process)
+        for index, (column, process) in enumerate(
+            (c, c.type.bind_processor(dialect)) for c in columns
+        )
         if process is not None
     ]
     pick = operator.itemgetter(*names)
@@ -196,6 +199,33 @@ def _row_values(
         return tuple(out)
 
     return names, values
+
+
+def _hashable(column: Column[Any]) -> bool:
+    """Are the column's Python values hashable (dates, enums; not JSON documents)?"""
+    try:
+        kind = column.type.python_type
+    except NotImplementedError:
+        return False
+    return kind not in (dict, list)
+
+
+def _remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` run once per distinct value: an import's rows share a handful of dates
+    (the import's own moment, each file's dates) and enum members, converted once each instead
+    of millions of times."""
+    seen: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            converted = seen[value] = process(value)
+            if len(seen) > 10_000:  # a column of distinct moments: stop remembering them
+                seen.clear()
+            return converted
+
+    return convert
 
 
 def fit(column: InstrumentedAttribute[Any], value: str | None) -> str | None:

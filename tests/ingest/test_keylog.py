@@ -19,7 +19,7 @@ def test_holders_are_found_across_runs_and_drained_in_order() -> None:
             for key in rng.sample(range(-500, 500), 3):
                 pairs.append((key, lead))
                 expected.setdefault(key, set()).add(lead)
-        log.add(pairs)
+        log.add([k for k, _ in pairs], [lead for _, lead in pairs])
     assert len(log) == sum(len(leads) for leads in expected.values())
     wanted = [*range(-600, 600, 7), 10**18]
     found = log.holders(wanted)
@@ -34,5 +34,5 @@ def test_holders_are_found_across_runs_and_drained_in_order() -> None:
 
 def test_an_empty_log_finds_nothing_and_drains_nothing() -> None:
     log = KeyLog()
-    log.add([])
+    log.add([], [])
     assert log.holders([1, 2]) == {} and list(log.drain(10)) == []

@@ -59,3 +59,29 @@ def test_a_partial_unique_index_is_the_conflict_target(
         where=text("NOT email_role"),
     )  # fmt: skip
     assert len(roles) == 100  # a role address is not unique
+
+
+@pytest.mark.parametrize("stage_from", [10_000, 50], ids=["plain", "staged"])
+def test_repeated_dates_and_enums_are_stored_as_each_row_gave_them(
+    session: Session, stage_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values converted once per distinct value: the same instant in two zones, instants
+    that differ, enum members; and a naive datetime is still refused, every time."""
+    monkeypatch.setattr(upsert, "STAGE_FROM_ROWS", stage_from)
+    paris = dt.timezone(dt.timedelta(hours=1))
+    moments = [AT, AT.astimezone(paris), AT + dt.timedelta(seconds=1), AT]
+    actions = [DecisionAction.TAG, DecisionAction.MERGE]
+    rows = [
+        {**_decision(f"d{i}"), "as_of": moments[i % 4], "action": actions[i % 2]}
+        for i in range(100)
+    ]
+    insert_ignore(session, Decision, rows, ["dedupe_key"])
+    stored = dict(session.execute(select(Decision.dedupe_key, Decision.as_of)).tuples().all())
+    assert all(stored[f"d{i}"] == moments[i % 4] for i in range(100))
+    assert stored["d1"] == AT and stored["d2"] == AT + dt.timedelta(seconds=1)
+    merges = select(func.count()).where(Decision.action == DecisionAction.MERGE)
+    assert session.scalar(merges) == 50
+    naive = [{**_decision(f"n{i}"), "as_of": AT.replace(tzinfo=None)} for i in range(60)]
+    for _ in range(2):
+        with pytest.raises(Exception, match="naive datetime"), session.begin_nested():
+            insert_ignore(session, Decision, naive, ["dedupe_key"])
