@@ -609,3 +609,15 @@ class Decision(Base):
     reason: Mapped[str | None] = mapped_column(String(100))
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        # Where each round robin stopped: its latest assignment. Without it, finding that walked
+        # the decisions back from the newest, through every decision made since.
+        Index(
+            "ix_decisions_assignments",
+            "rule",
+            "id",
+            sqlite_where=text("action = 'assign_owner'"),
+            postgresql_where=text("action = 'assign_owner'"),
+        ),
+    )
