@@ -2,8 +2,8 @@
 
 Every file is read and judged before anything is written, so a structural error in the last
 file leaves the store untouched. Rows are then written in batches with set-based SQL: one
-lookup of existing leads per batch, bulk inserts, one bulk update of the fields duplicates fill.
-The caller owns the transaction (and commits it once): nothing here commits.
+lookup of existing leads per batch, bulk inserts, one bulk update of the fields duplicates fill;
+the new leads' fuzzy-matching block keys once, at the end (see keylog.py). The caller owns the transaction (and commits it once): nothing here commits.
 """
 
 from __future__ import annotations
@@ -469,8 +469,9 @@ class _Writer:
         holders: dict[int, set[int]],
     ) -> None:
         """Block keys of the new leads, and of the rows merged by fuzzy match into a lead (its
-        other spellings: the next row spelled that way finds it too); ``holders``: the stored
-        holders of the batch's keys."""
+        other spellings: the next row spelled that way finds it too); ``holders``: what the
+        batch's keys held before it. The new leads' keys go to the key log, stored at the end;
+        the absorbed rows' keys (held by leads that may be stored) are stored now."""
         # Each key's new holders, as many as it has room for.
         fresh: dict[int, list[int]] = defaultdict(list)
         for key, lead_id in created.items():
