@@ -8,9 +8,26 @@ reads everything is invisible on a test's small store and quadratic on a large o
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, event, text
+
+
+@contextmanager
+def statements(engine: Engine | Connection, starting: str) -> Iterator[list[tuple[str, Any]]]:
+    """The statements (with their parameters) run on ``engine`` meanwhile that start so."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Connection, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith(starting):
+            seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
 
 
 def whole_reads(connection: Connection, statement: str, params: Any, table: str) -> list[str]:

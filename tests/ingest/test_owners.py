@@ -269,25 +269,13 @@ def test_a_round_robin_finds_where_it_stopped_through_an_index(
 ) -> None:
     """Its latest assignment is looked up by index, not by walking back through every decision
     made since (an import of a million rows makes two million)."""
-    from tests.plans import whole_reads
+    from tests.plans import statements, whole_reads
 
     leads = new_leads(session, 4)
     assign_owners(session, leads[:2], as_of=AS_OF, run_id=run_id)
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.startswith("SELECT decisions.facts"):
-            seen.append((statement, params))
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        assert assign_owners(session, leads[2:], as_of=AS_OF, run_id=run_id) == {
-            leads[2]: reps[2],
-            leads[3]: reps[3],
-        }
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
+    with statements(session.get_bind(), "SELECT decisions.facts") as seen:
+        assigned = assign_owners(session, leads[2:], as_of=AS_OF, run_id=run_id)
+    assert assigned == {leads[2]: reps[2], leads[3]: reps[3]}
     assert seen
     for statement, params in seen:
         assert not whole_reads(session.connection(), statement, params, "decisions"), statement
