@@ -3,7 +3,8 @@
 Every file is read and judged before anything is written, so a structural error in the last
 file leaves the store untouched. Rows are then written in batches with set-based SQL: one
 lookup of existing leads per batch, bulk inserts, one bulk update of the fields duplicates fill;
-the new leads' fuzzy-matching block keys once, at the end (see keylog.py). The caller owns the transaction (and commits it once): nothing here commits.
+the new leads' fuzzy-matching block keys once, at the end (see keylog.py). The caller owns the
+transaction (and commits it once): nothing here commits.
 """
 
 from __future__ import annotations
@@ -498,7 +499,7 @@ class _Writer:
         extra = [
             (block, lead)
             for block in sorted(more)
-            for lead in _room(holders.get(block, set()), list(more[block]), fresh.get(block, []))
+            for lead in _room(holders.get(block, nobody), list(more[block]), fresh.get(block, []))
         ]
         if extra:
             insert_ignore_returning(
