@@ -36,6 +36,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     impl = DateTime
     cache_ok = True
 
+    @property
+    def python_type(self) -> type[dt.datetime]:
+        # A TypeDecorator does not say by itself: bulk writes convert each distinct moment of a
+        # column once when they know its values are hashable (see upsert._hashable).
+        return dt.datetime
+
     def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         if value is None:
             return None

@@ -233,15 +233,15 @@ def fit(column: InstrumentedAttribute[Any], value: str | None) -> str | None:
     if value is None:
         return None
     # An import fits several values of every row: each column's length is looked up once,
-    # keyed by its name ("Lead.first_name"; the attribute's own == builds SQL).
-    name = str(column)
-    length = _LENGTHS.get(name, -1)
+    # keyed by the attribute's identity (its own == builds SQL; mapped attributes live as long
+    # as their classes, so an id is never reused).
+    length = _LENGTHS.get(id(column), -1)
     if length == -1:
-        length = _LENGTHS[name] = getattr(column.property.columns[0].type, "length", None)
+        length = _LENGTHS[id(column)] = getattr(column.property.columns[0].type, "length", None)
     return value[:length] if length else value
 
 
-_LENGTHS: dict[str, int | None] = {}
+_LENGTHS: dict[int, int | None] = {}
 
 
 def rowcount(result: Any) -> int:
