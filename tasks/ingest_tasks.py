@@ -64,7 +64,9 @@ def import_leads_task(
         new_ids = result.new_lead_ids
         for start in range(0, len(new_ids), CHUNK):
             part = new_ids[start : start + CHUNK]
-            assign_owners(session, part, as_of=as_of, run_id=run.id, policy=config.owners)
+            assign_owners(
+                session, part, as_of=as_of, run_id=run.id, policy=config.owners, new_leads=True
+            )
         enrolled = 0
         # The leads this import created, named by run rather than listed by id; only leads with
         # an address can be in an email cadence.

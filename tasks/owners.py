@@ -195,6 +195,7 @@ def assign_owners(
     run_id: int | None,
     exclude_owner: dict[int, int] | None = None,
     policy: Owners | None = None,
+    new_leads: bool = False,
 ) -> dict[int, int]:
     """Give each lead one active owner by ``policy`` (None: round robin over every owner, no
     caps); return {lead: owner} for the leads that got an owner now.
@@ -202,7 +203,8 @@ def assign_owners(
     A lead that already has one keeps it (first come), unless it is being released:
     ``exclude_owner`` maps such a lead to the owner to avoid, and it goes to someone else
     whenever there is anyone else free. A lead nobody can take stays unassigned, with a
-    decision that says why.
+    decision that says why. ``new_leads``: the leads were created by the caller's run, so no
+    decision about them can exist yet (see ``note_decisions``).
     """
     wanted = sorted(set(lead_ids))
     if not wanted:
@@ -258,6 +260,7 @@ def assign_owners(
         + [_unassigned(lead, reason, exclude, as_of) for lead, reason in unassigned.items()],
         run_id=run_id,
         as_of=as_of,
+        new_keys=new_leads,
     )
     return {lead: owner for lead, (owner, _) in chosen.items()}
 

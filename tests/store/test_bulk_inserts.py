@@ -6,9 +6,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from tasks.decisions import NewDecision, note_decisions
 from tasks.store import upsert
-from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus
-from tasks.store.upsert import insert_ignore, insert_ignore_returning
+from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus, UTCDateTime
+from tasks.store.upsert import append_rows, insert_ignore, insert_ignore_returning
 
 AT = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
 
@@ -85,3 +86,53 @@ def test_repeated_dates_and_enums_are_stored_as_each_row_gave_them(
     for _ in range(2):
         with pytest.raises(Exception, match="naive datetime"), session.begin_nested():
             insert_ignore(session, Decision, naive, ["dedupe_key"])
+
+
+def test_each_distinct_moment_is_converted_once(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's own datetime type (a TypeDecorator) is remembered like any date: a million
+    rows of one import share a handful of moments."""
+    calls: list[dt.datetime] = []
+    convert = UTCDateTime.process_bind_param
+
+    def counted(self: UTCDateTime, value: dt.datetime | None, dialect: object) -> object:
+        calls.append(value)  # type: ignore[arg-type]
+        return convert(self, value, dialect)
+
+    monkeypatch.setattr(UTCDateTime, "process_bind_param", counted)
+    later = AT + dt.timedelta(days=1)
+    rows = [{**_decision(f"m{i}"), "as_of": (AT, later)[i % 2]} for i in range(1_000)]
+    append_rows(session, Decision, rows)
+    assert len(calls) == 3  # as_of: AT and the day after; created_at: AT (per column)
+    stored = dict(session.execute(select(Decision.dedupe_key, Decision.as_of)).tuples().all())
+    assert (stored["m0"], stored["m1"], len(stored)) == (AT, later, 1_000)
+
+
+def test_new_keys_are_appended_as_the_conflict_checked_path_stores_them(
+    session: Session,
+) -> None:
+    """``new_keys``: the same decisions as the checked path, and a key that does exist after
+    all is an error, never a silent second decision."""
+    made = [
+        NewDecision(f"{kind}:{i}", DecisionAction.ASSIGN_OWNER, "round_robin", reason="why",
+                    facts={"owner_id": i})
+        for kind in ("checked", "appended") for i in range(600)
+    ]  # fmt: skip
+    note_decisions(session, made[:600], run_id=None, as_of=AT)
+    note_decisions(session, made[600:], run_id=None, as_of=AT, new_keys=True)
+    stored = {
+        key: rest
+        for key, *rest in session.execute(
+            select(Decision.dedupe_key, Decision.action, Decision.rule, Decision.reason,
+                   Decision.facts, Decision.as_of)
+        ).tuples()
+    }  # fmt: skip
+    assert len(stored) == 1_200
+    assert all(stored[f"checked:{i}"] == stored[f"appended:{i}"] for i in range(600))
+    assert stored["appended:7"] == [DecisionAction.ASSIGN_OWNER, "round_robin", "why",
+                                    {"owner_id": 7}, AT]  # fmt: skip
+    with pytest.raises(Exception, match="dedupe_key"), session.begin_nested():
+        note_decisions(session, made[:1], run_id=None, as_of=AT, new_keys=True)
+    note_decisions(session, made[:1], run_id=None, as_of=AT)  # the checked path skips it
+    assert session.scalar(select(func.count()).select_from(Decision)) == 1_200
