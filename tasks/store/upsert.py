@@ -360,3 +360,55 @@ def kept(session: Session, query: Select[Any], hint: str) -> Iterator[TableClaus
     session.execute(_CreateTempAs(name, query))
     yield table_clause(name, *(column(c.name, c.type) for c in query.selected_columns))
     session.execute(text(f"DROP TABLE {name}"))
+
+
+def reserve_ids(session: Session, model: type[Base], count: int) -> list[int]:
+    """``count`` new ids for the model's table, ascending, taken before its rows are written.
+
+    PostgreSQL hands them out from the table's sequence (a concurrent writer takes others;
+    an id a conflict leaves unused is a gap, as it would have been anyway). SQLite has no
+    sequence, but a writer holds the store's one write lock until it commits: the ids after
+    the largest stored one are its own.
+    """
+    if count <= 0:
+        return []
+    name = table(model).name
+    if session.get_bind().dialect.name == "postgresql":
+        return sorted(
+            session.scalars(
+                text(
+                    f"SELECT nextval(pg_get_serial_sequence('{name}', 'id')) "
+                    "FROM generate_series(1, :count)"
+                ),
+                {"count": count},
+            )
+        )
+    last = session.scalar(text(f"SELECT coalesce(max(id), 0) FROM {name}")) or 0
+    return list(range(last + 1, last + 1 + count))
+
+
+@contextmanager
+def staged(
+    session: Session, model: type[Base], rows: Sequence[dict[str, Any]], hint: str
+) -> Iterator[TableClause]:
+    """The rows in a temporary table shaped like the model's (every column; those the rows do
+    not carry are NULL) while the block runs: SQL can then work on rows before they are
+    written (see grading's ``NewLeadGrades``). Dropped as ``kept`` tables are."""
+    target = table(model)
+    name = f"_staged_{hint}_{next(_staging)}"
+    connection = session.connection()
+    connection.exec_driver_sql(
+        f"CREATE TEMP TABLE {name} AS SELECT * FROM {target.name} WHERE 1 = 0"
+    )
+    if rows:
+        names, values = _row_values(target, rows, connection.dialect)
+        listed = ", ".join(names)
+        if connection.dialect.name == "postgresql":
+            _copy(connection, name, listed, rows, values)
+        else:
+            marks = ", ".join("?" for _ in names)
+            connection.exec_driver_sql(
+                f"INSERT INTO {name} ({listed}) VALUES ({marks})", [values(r) for r in rows]
+            )
+    yield table_clause(name, *(column(c.name, c.type) for c in target.columns))
+    connection.exec_driver_sql(f"DROP TABLE {name}")
