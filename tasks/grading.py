@@ -18,7 +18,8 @@ import datetime as dt
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +29,8 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Table,
+    TableClause,
     and_,
     case,
     cast,
@@ -42,6 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import visitors
 
 from tasks.config.loader import NurtureConfig
 from tasks.config.models import Engagement, Fit, Grading, Score
@@ -61,7 +65,7 @@ from tasks.store.models import (
     OpportunityStatus,
     RuleEpisode,
 )
-from tasks.store.upsert import among, dialect_insert, id_slices, kept
+from tasks.store.upsert import among, dialect_insert, id_slices, kept, table
 
 # The decisions' rule name: tells grading's own grade changes from a rule's ``set_grade``.
 GRADING = "grading"
@@ -377,16 +381,31 @@ def _counts(session: Session, graded: _Graded) -> tuple[int, dict[str, int]]:
 
 
 def _record_changes(
-    session: Session, graded: _Graded, as_of: dt.datetime, run_id: int | None
+    session: Session,
+    graded: _Graded,
+    as_of: dt.datetime,
+    run_id: int | None,
+    *,
+    first: bool = False,
 ) -> None:
     """A decision for each grade change: in one INSERT ... SELECT when every fact the grades
     read is a plain value; otherwise (days facts: whole days, exactly as Python counts them)
-    read back and recorded in batches."""
+    read back and recorded in batches. ``first``: the leads' first grades (see
+    ``NewLeadGrades``)."""
     if all(name in SQL_DISPLAYABLE for name in graded.used):
-        _insert_changes(session, graded, as_of, run_id)
+        _insert_changes(session, graded, as_of, run_id, first=first)
         return
     for batch in _grade_changes(session, graded, as_of):
-        record_decisions(session, [_decision(c, as_of) for c in batch], run_id=run_id, as_of=as_of)
+        record_decisions(
+            session, [_decision(c, as_of, first=first) for c in batch], run_id=run_id, as_of=as_of
+        )
+
+
+def _key_tail(as_of: dt.datetime, *, first: bool) -> str:
+    """What follows ``grade:<lead>`` in a grade decision's key: the day it was made, or, for a
+    lead's first grade, ``new``. A lead is created once, so its first grade never shares a key
+    with a later one, even a change a later row of the same import makes."""
+    return "new" if first else as_of.isoformat()
 
 
 # Facts whose stored value is how people read them, so SQL can put them in a decision as is.
@@ -397,7 +416,7 @@ SQL_DISPLAYABLE = frozenset(
 
 
 def _insert_changes(
-    session: Session, graded: _Graded, as_of: dt.datetime, run_id: int | None
+    session: Session, graded: _Graded, as_of: dt.datetime, run_id: int | None, *, first: bool
 ) -> None:
     """The grade decisions as one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: the same
     rows ``_decision`` makes, without a round trip through Python for each lead."""
@@ -424,7 +443,7 @@ def _insert_changes(
         select(
             literal("grade:", String)
             + cast(inner.c.id, String)
-            + literal(f":{as_of.isoformat()}", String),
+            + literal(f":{_key_tail(as_of, first=first)}", String),
             literal(run_id, Integer),
             literal(as_of, Decision.as_of.type),
             literal(DecisionAction.SET_GRADE, Decision.action.type),
@@ -480,9 +499,9 @@ def _grade_changes(
         ]
 
 
-def _decision(change: _Change, as_of: dt.datetime) -> NewDecision:
+def _decision(change: _Change, as_of: dt.datetime, *, first: bool = False) -> NewDecision:
     return NewDecision(
-        dedupe_key=f"grade:{change.lead_id}:{as_of.isoformat()}",
+        dedupe_key=f"grade:{change.lead_id}:{_key_tail(as_of, first=first)}",
         action=DecisionAction.SET_GRADE,
         rule=GRADING,
         lead_id=change.lead_id,
@@ -494,6 +513,87 @@ def _decision(change: _Change, as_of: dt.datetime) -> NewDecision:
             **change.facts,
         },
     )
+
+
+# --- new leads, graded before they are written ---------------------------------------------
+
+
+@dataclass
+class NewLeadGrades:
+    """Scores and grades for leads an import is about to create, from their staged rows.
+
+    The same SQL as ``grade_and_score`` with the staged table in place of ``leads``: every
+    fact a new lead has (no emails, activities or episodes yet: its ids are new) comes out as
+    it would once stored. Each new lead is then written once, graded, instead of inserted and
+    rewritten by an UPDATE, which cost an import as much as the insert did. ``counts``: what
+    ``grade_and_score`` returns, summed over the batches.
+    """
+
+    config: NurtureConfig
+    as_of: dt.datetime
+    run_id: int | None
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @contextmanager
+    def over(self, session: Session, stage: TableClause, span: LeadSpan) -> Iterator[StagedGrades]:
+        """The staged leads' scores and grades (ids in ``span``), for the INSERT that stores
+        them; ``record`` then records their first grades."""
+        if session.get_bind().dialect.name == "sqlite":
+            _ensure_sqlite_power(session)
+        pinned_by = sorted(
+            r.name for r in self.config.rules.rules if any(a.set_grade for a in r.then)
+        )
+        scope = next(_scopes(session, None, self.as_of, span))[0]
+        computed = _graded(session, self.config.grading, self.as_of, scope, span, pinned_by)
+        query = _on_stage(_as_rows(computed), stage)
+        with kept(session, query, "born") as rows:
+            graded = _Graded(rows, computed.used, rows.c.new_grade, rows.c.rule, rows.c.regrade)
+            yield StagedGrades(self, graded)
+
+
+@dataclass(frozen=True)
+class StagedGrades:
+    grades: NewLeadGrades
+    graded: _Graded
+
+    @property
+    def rows(self) -> Any:
+        return self.graded.inner
+
+    def score(self, staged: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The new lead's score (a lead out of play keeps its staged one)."""
+        return func.coalesce(self.rows.c.score, staged)
+
+    def grade(self, staged: ColumnElement[Any]) -> ColumnElement[Any]:
+        return case((self.graded.regrade, self.graded.new), else_=staged)
+
+    def record(self, session: Session, lost: Sequence[int]) -> None:
+        """Record the first grades of the leads stored (``lost``: ids of staged leads another
+        writer created first, which are not) and count them."""
+        grades = self.grades
+        if lost:
+            session.execute(self.rows.delete().where(self.rows.c.id.in_(list(lost))))
+        _record_changes(session, self.graded, grades.as_of, grades.run_id, first=True)
+        scores, changes = _counts(session, self.graded)
+        grades.counts["scores_changed"] += scores
+        grades.counts.update({f"to_{g}": n for g, n in changes.items()})
+        grades.counts["grades_changed"] += sum(changes.values())
+
+
+def _on_stage(query: Select[Any], stage: TableClause) -> Select[Any]:
+    """``query`` with every reference to ``leads`` (its columns, FROM and JOIN targets, ORM
+    annotated or not) made to the staged table, whose columns are named the same."""
+    leads = table(Lead)
+
+    def swap(element: Any, **_: Any) -> Any:
+        if isinstance(element, Table) and element._deannotate() is leads:
+            return stage
+        owner = getattr(element, "table", None)
+        if isinstance(owner, Table) and owner._deannotate() is leads and element.name in stage.c:
+            return stage.c[element.name]
+        return None
+
+    return visitors.replacement_traverse(query, {}, swap)  # type: ignore[return-value]
 
 
 # --- conversion by source --------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from prefect.cache_policies import NONE
 from sqlalchemy import select
 
 from tasks.cadences.enrolment import enrol
-from tasks.grading import grade_and_score
+from tasks.grading import NewLeadGrades, grade_and_score
 from tasks.ingest.crm import import_activities, import_opportunities
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
 from tasks.ingest.rows import fewer_collections
@@ -33,6 +34,7 @@ def import_leads_task(
     config = current_config()
     with fewer_collections(), session_scope() as session:
         run = start_run(session, RunKind.INGEST, as_of)
+        born = NewLeadGrades(config, as_of, run.id)
         result = import_leads(
             session,
             [Path(f) for f in files],
@@ -45,19 +47,24 @@ def import_leads_task(
             columns=config.ingest.columns,
             # New leads with an address are enrolled below: they start as nurturing.
             enrolling=any(c.enrol == "new_leads" for c in config.cadences.cadences.values()),
+            grades=born,
         )
-        # The leads this import created or added to: their grade and score are news.
+        # The new leads were created graded; the leads rows merged into (stored ones, or new
+        # ones a later row added to) are graded again: what they gained may change it.
         touched: list[int] = session.scalars(  # type: ignore[assignment]
             select(ImportRow.lead_id)
             .where(
                 ImportRow.run_id == run.id,
                 ImportRow.kind == ImportKind.LEAD,
-                ImportRow.outcome != ImportOutcome.REJECTED,
+                ImportRow.outcome == ImportOutcome.MERGED,
                 ImportRow.lead_id.is_not(None),
             )
             .distinct()
         ).all()
-        graded = grade_and_score(session, config, as_of, run_id=run.id, lead_ids=touched)
+        regraded = grade_and_score(session, config, as_of, run_id=run.id, lead_ids=touched)
+        graded = dict(born.counts + Counter(regraded))
+        graded.setdefault("scores_changed", 0)
+        graded.setdefault("grades_changed", 0)
         sync_owners(session, config.owners)
         # In chunks: a million new leads never become a million decisions or enrolment rows
         # in memory at once.

@@ -16,9 +16,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, insert, or_, select, text
+from sqlalchemy import TableClause, and_, or_, select, text, true
 from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, note_decisions
@@ -35,6 +35,7 @@ from tasks.ingest.matching import (
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.reader import read_records, resolve_encoding
 from tasks.ingest.rows import update_by_id
+from tasks.spans import LeadSpan
 from tasks.store.models import (
     DecisionAction,
     ImportKind,
@@ -49,12 +50,18 @@ from tasks.store.upsert import (
     among,
     append_int_rows,
     append_rows,
+    dialect_insert,
     fit,
     id_slices,
     insert_ignore,
     insert_ignore_returning,
+    reserve_ids,
+    staged,
     table,
 )
+
+if TYPE_CHECKING:
+    from tasks.grading import NewLeadGrades, StagedGrades
 
 # Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
 FILLABLE = ("phone", "phone_ext", "first_name", "last_name", "company", "company_key",
@@ -118,6 +125,7 @@ def import_leads(
     trust: Sequence[str] = (),
     columns: Mapping[str, str] | None = None,
     sources: Mapping[str, str] | None = None,
+    grades: NewLeadGrades | None = None,
 ) -> LeadImportResult:
     """Import lead files into the caller's transaction, streaming them batch by batch.
 
@@ -129,6 +137,8 @@ def import_leads(
     this one writes (``parallel``; see ``cleaning.py``). ``enrolling``: the caller enrols every
     new lead that has an address in the new-lead cadences, in this transaction; such a lead is
     created ``nurturing`` (what enrolling makes it) rather than rewritten right after.
+    ``grades``: new leads are created scored and graded (their first grades recorded), not
+    graded by an UPDATE afterwards.
     """
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding, columns) for path in paths}
@@ -141,6 +151,7 @@ def import_leads(
         trust=trust,
         sources=sources,
         enrolling=enrolling,
+        grades=grades,
     )
     for batch in cleaned(paths, encodings, columns, parallel=parallel):
         writer.write(batch)
@@ -230,8 +241,10 @@ class _Writer:
         enrolling: bool = False,
         trust: Sequence[str] = (),
         sources: Mapping[str, str] | None = None,
+        grades: NewLeadGrades | None = None,
     ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
+        self.grades = grades
         # "referrals" and "word_of_mouth" are "referral": one source for trust, score, reports.
         self.sources = dict(sources or {})
         self.keep_outcomes = keep_outcomes
@@ -626,26 +639,49 @@ class _Writer:
         }  # fmt: skip
 
     def _insert_leads(self, pending: dict[str, dict[str, Any]]) -> dict[str, int]:
-        """Insert the new leads; return {key: id} of those inserted (a raced address is not)."""
-        created: dict[str, int] = {}
-        personal = [row for row in pending.values() if row["email_key"] and not row["email_role"]]
-        if personal:
-            # A personal address is unique among leads (a partial unique index): a concurrent
-            # import that created the person first wins, and this row merges into theirs.
-            inserted = insert_ignore_returning(
-                self.session, Lead, personal, ["email_key"], ["id", "email_key"],
-                where=text("NOT email_role"),
-            )  # fmt: skip
-            for lead_id, key in inserted:
-                created[f"email:{key}"] = lead_id
-        phone_keys = [k for k, row in pending.items() if not row["email_key"] or row["email_role"]]
-        if phone_keys:
-            ids = self.session.scalars(
-                insert(table(Lead)).returning(table(Lead).c.id, sort_by_parameter_order=True),
-                [pending[key] for key in phone_keys],
-            ).all()
-            created.update(zip(phone_keys, ids, strict=True))
-        return created
+        """Insert the new leads; return {key: id} of those inserted (a raced address is not).
+
+        Their ids are taken first and the rows staged, so that ``grades`` scores and grades
+        them in SQL before the one INSERT that stores them: each lead is written once.
+        """
+        if not pending:
+            return {}
+        keys = list(pending)
+        ids = reserve_ids(self.session, Lead, len(keys))
+        rows = [{**pending[key], "id": lead_id} for key, lead_id in zip(keys, ids, strict=True)]
+        with staged(self.session, Lead, rows, "leads") as stage:
+            if self.grades is None:
+                inserted = self._insert_staged(stage, list(rows[0]), None)
+            else:
+                with self.grades.over(self.session, stage, LeadSpan(ids[0], ids[-1])) as born:
+                    inserted = self._insert_staged(stage, list(rows[0]), born)
+                    born.record(self.session, lost=[i for i in ids if i not in inserted])
+        return {key: i for key, i in zip(keys, ids, strict=True) if i in inserted}
+
+    def _insert_staged(
+        self, stage: TableClause, names: list[str], born: StagedGrades | None
+    ) -> set[int]:
+        """Move the staged leads into ``leads``, graded when ``born`` is given; return the ids
+        stored. A personal address is unique among leads (a partial unique index): a
+        concurrent import that created the person first wins, and this row merges into theirs.
+        """
+        values: dict[str, Any] = {name: stage.c[name] for name in names}
+        source: Any = stage
+        if born is not None:
+            values["score"] = born.score(stage.c.score)
+            values["grade"] = born.grade(stage.c.grade)
+            source = stage.outerjoin(born.rows, born.rows.c.id == stage.c.id)
+        # WHERE: SQLite would read ON CONFLICT as the join's ON without one.
+        query = select(*values.values()).select_from(source).where(true()).order_by(stage.c.id)
+        statement = (
+            dialect_insert(self.session, Lead)
+            .from_select(list(values), query)
+            .on_conflict_do_nothing(
+                index_elements=["email_key"], index_where=text("NOT email_role")
+            )
+            .returning(table(Lead).c.id)
+        )
+        return set(self.session.scalars(statement))
 
     def _update_leads(self, updates: dict[int, dict[str, Any]]) -> None:
         changes = [{"id": lead_id, **values} for lead_id, values in updates.items() if values]

@@ -12,11 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tasks.demo.generator import generate_book
+from tasks.grading import NewLeadGrades
 from tasks.ingest import cleaning
 from tasks.ingest import leads as lead_import
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
 from tasks.ingest.reader import IngestFileError
 from tasks.runs import start_run
+from tasks.stages import current_config
 from tasks.store.models import (
     Decision,
     DecisionAction,
@@ -235,9 +237,12 @@ def test_a_lead_created_by_a_concurrent_import_is_merged_into(
         return {} if len(calls) == 1 else real(self, keys)
 
     monkeypatch.setattr(lead_import._Writer, "_stored", late_lookup)
-    result = import_leads(session, [path], run_id=run_id, as_of=AS_OF)
+    # Graded as the import task grades: the lead we did not create gets no first grade.
+    grades = NewLeadGrades(current_config(), AS_OF, run_id)
+    result = import_leads(session, [path], run_id=run_id, as_of=AS_OF, grades=grades)
     assert result.counts == {"rows": 1, "accepted": 0, "merged": 1, "rejected": 0}
     assert result.new_lead_ids == [] and count(session, Lead) == 1
+    assert grades.counts["grades_changed"] == 0 and count(session, Decision) == 1  # the merge
     session.refresh(rival)
     assert (rival.first_name, rival.phone) == ("Rae", "+442079460958")
 
