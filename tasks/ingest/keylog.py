@@ -32,7 +32,7 @@ class KeyLog:
     def __len__(self) -> int:
         return sum(len(keys) for keys, _ in self._runs)
 
-    def add(self, keys: Sequence[int], leads: Sequence[int]) -> None:
+    def add(self, keys: Sequence[int] | _Array, leads: Sequence[int] | _Array) -> None:
         """Pairs ``(keys[i], leads[i])``."""
         if not len(keys):
             return
@@ -47,21 +47,35 @@ class KeyLog:
             order = np.argsort(merged, kind="stable")
             self._runs.append((merged[order], np.concatenate((leads_a, leads_b))[order]))
 
-    def holders(self, wanted: Iterable[int]) -> dict[int, list[int]]:
-        """{key: the leads holding it}, for those of ``wanted`` held by anyone here."""
+    def holders(
+        self, wanted: Iterable[int], *, full: int | None = None
+    ) -> tuple[dict[int, list[int]], set[int]]:
+        """{key: the leads holding it}, for those of ``wanted`` held by anyone here; and the
+        keys held by ``full`` leads or more, whose leads are counted, not listed (a caller that
+        only needs to know a key is crowded need not build its lists)."""
         found: dict[int, list[int]] = defaultdict(list)
+        crowded: set[int] = set()
         probe = np.fromiter(wanted, dtype=np.int64)
         if not len(probe):
-            return found
-        for keys, leads in self._runs:
-            start = np.searchsorted(keys, probe, "left")
-            end = np.searchsorted(keys, probe, "right")
+            return found, crowded
+        spans = [
+            (leads, np.searchsorted(keys, probe, "left"), np.searchsorted(keys, probe, "right"))
+            for keys, leads in self._runs
+        ]
+        if full is not None:
+            # A key's pairs can be split across runs: all are counted before any is listed.
+            count = sum((end - start for _, start, end in spans), np.zeros(len(probe), np.int64))
+            listed = count < full
+            crowded.update(probe[~listed].tolist())
+            probe = probe[listed]
+            spans = [(leads, start[listed], end[listed]) for leads, start, end in spans]
+        for leads, start, end in spans:
             hit = end > start
             for key, a, b in zip(
                 probe[hit].tolist(), start[hit].tolist(), end[hit].tolist(), strict=True
             ):
                 found[key].extend(leads[a:b].tolist())
-        return found
+        return found, crowded
 
     def drain(self, size: int) -> Iterator[list[tuple[int, int]]]:
         """Every pair in key order, ``size`` at a time; the log is empty afterwards."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 from sqlalchemy import TableClause, and_, or_, select, text, true
 from sqlalchemy.orm import Session
 
@@ -324,8 +326,8 @@ class _Writer:
             key: block_keys(_person(key, row)) if key in refilled else batch[creators[key]].blocks
             for key, row in pending.items()
         }
-        holders = self._holders(blocks)
-        fuzzy = self._fuzzy(pending, creators, blocks, holders)
+        holders, crowded = self._holders(blocks)
+        fuzzy = self._fuzzy(pending, creators, blocks, holders, crowded)
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
         absorbed_keys: list[tuple[str, set[int]]] = []  # (the lead's key, the row's block keys)
@@ -375,25 +377,33 @@ class _Writer:
         self._update_leads(updates)
         lead_ids = {k: s.id for k, s in known.items()}
         self._keep_aliases(aliases, lead_ids, pending, known, redirect)
-        self._keep_match_keys(created, blocks, absorbed_keys, lead_ids, holders)
+        self._keep_match_keys(created, blocks, absorbed_keys, lead_ids, holders, crowded)
         self._keep_rows(batch, outcomes, filled, lead_ids, by_fuzzy)
 
-    def _holders(self, blocks: dict[str, set[int]]) -> dict[int, set[int]]:
-        """The holders of the batch's block keys, stored or created by this import so far:
-        candidates for ``_fuzzy``, and what a key already holds for ``_keep_match_keys``."""
+    def _holders(self, blocks: dict[str, set[int]]) -> tuple[dict[int, set[int]], set[int]]:
+        """The holders of the batch's block keys, stored or created by this import so far, and
+        the crowded keys (held by more than ``MAX_BLOCK`` leads), whose holders are not listed:
+        they are neither followed (``_fuzzy``) nor given more holders (``_keep_match_keys``).
+        """
         holders: dict[int, set[int]] = defaultdict(set)
         wanted = sorted({k for keys in blocks.values() for k in keys})
         if not wanted:
-            return holders
+            return holders, set()
         keys = table(LeadMatchKey).c
         # Core, not ORM: tens of thousands of plain pairs a batch need no entity loading.
         for key, lead_id in self.session.connection().execute(
             select(keys.key, keys.lead_id).where(among(self.session, keys.key, wanted))
         ):
             holders[key].add(lead_id)
-        for key, leads in self.keys.holders(wanted).items():
+        # At a million leads most name keys are crowded: their holders, read from the log
+        # into sets only to be counted, were most of this lookup's time.
+        logged, crowded = self.keys.holders(wanted, full=MAX_BLOCK + 1)
+        for key, leads in logged.items():
             holders[key].update(leads)
-        return holders
+        crowded.update(key for key, leads in holders.items() if len(leads) > MAX_BLOCK)
+        for key in crowded:
+            holders.pop(key, None)
+        return holders, crowded
 
     def _fuzzy(
         self,
@@ -401,6 +411,7 @@ class _Writer:
         creators: dict[str, int],
         blocks: dict[str, set[int]],
         holders: dict[int, set[int]],
+        crowded: set[int],
     ) -> dict[str, tuple[_Stored | str, Match]]:
         """The new people of this batch who are someone else: {their key: (who, the match)}.
 
@@ -412,7 +423,6 @@ class _Writer:
         """
         if not any(blocks.values()):
             return {}
-        crowded = {key for key, leads in holders.items() if len(leads) > MAX_BLOCK}
         # Everyone on a number is counted (crowding), never a candidate for that alone.
         census = {census_key(row["phone"]) for row in pending.values() if row.get("phone")}
         # The keys each candidate shares with this batch: its blocks, without making them again.
@@ -449,7 +459,7 @@ class _Writer:
 
         # Only the new people who share a block with someone are worth comparing, and only on
         # the blocks they share: a block of one yields no pair, however many a person has.
-        held = set(holders)
+        held = set(holders) | crowded
         shared: dict[int, int] = defaultdict(int)
         for own_keys in blocks.values():
             for k in own_keys:
@@ -481,39 +491,53 @@ class _Writer:
         absorbed: list[tuple[str, set[int]]],
         lead_ids: dict[str, int],
         holders: dict[int, set[int]],
+        crowded: set[int],
     ) -> None:
         """Block keys of the new leads, and of the rows merged by fuzzy match into a lead (its
-        other spellings: the next row spelled that way finds it too); ``holders``: what the
-        batch's keys held before it. The new leads' keys go to the key log, stored at the end;
-        the absorbed rows' keys (held by leads that may be stored) are stored now."""
-        # Each key's new holders, as many as it has room for.
-        fresh: dict[int, list[int]] = defaultdict(list)
+        other spellings: the next row spelled that way finds it too); ``holders`` and
+        ``crowded``: what the batch's keys held before it. The new leads' keys go to the key
+        log, stored at the end; the absorbed rows' keys (held by leads that may be stored) are
+        stored now. A key keeps its first ``MAX_BLOCK + 1`` holders (see ``_room``)."""
+        # Every (key, new lead) pair in arrays, by key then lead: a key's new holders are the
+        # first of its pairs it has room for. Six pairs a lead, a million leads: a Python loop
+        # per pair was a tenth of the import.
+        pair_keys: list[int] = []
+        pair_leads: list[int] = []
         for key, lead_id in created.items():
-            for block in blocks[key]:
-                fresh[block].append(lead_id)
-        new_keys: list[int] = []
-        new_holders: list[int] = []
-        nobody: set[int] = set()
-        for block, offered in fresh.items():
-            fresh[block] = kept = _room(holders.get(block, nobody), offered)
-            if len(kept) == 1:  # most keys: one new holder
-                new_keys.append(block)
-                new_holders.append(kept[0])
-            else:
-                new_keys.extend([block] * len(kept))
-                new_holders.extend(kept)
-        # New leads' keys cannot be held already: kept until the import ends (see keylog.py).
-        self.keys.add(new_keys, new_holders)
+            own = blocks[key]
+            pair_keys.extend(own)
+            pair_leads.extend(itertools.repeat(lead_id, len(own)))
+        new_keys = np.array(pair_keys, dtype=np.int64)
+        new_leads = np.array(pair_leads, dtype=np.int64)
+        if len(new_keys):
+            order = np.lexsort((new_leads, new_keys))
+            new_keys, new_leads = new_keys[order], new_leads[order]
+            first = np.flatnonzero(np.r_[True, new_keys[1:] != new_keys[:-1]])
+            group = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(new_keys)]))
+            held = [
+                MAX_BLOCK + 1 if k in crowded else len(holders.get(k, ()))
+                for k in new_keys[first].tolist()
+            ]
+            room = MAX_BLOCK + 1 - np.array(held, dtype=np.int64)
+            fits = np.arange(len(new_keys)) - first[group] < room[group]
+            new_keys, new_leads = new_keys[fits], new_leads[fits]
+            # New leads' keys cannot be held already: kept until the import ends (keylog.py).
+            self.keys.add(new_keys, new_leads)
         more: dict[int, set[int]] = defaultdict(set)
         for key, keys in absorbed:
             for block in keys:
-                more[block].add(lead_ids[key])
-        # A key the lead already holds (from another spelling) is skipped by _room.
-        extra = [
-            (block, lead)
-            for block in sorted(more)
-            for lead in _room(holders.get(block, nobody), list(more[block]), fresh.get(block, []))
-        ]
+                if block not in crowded:
+                    more[block].add(lead_ids[key])
+        nobody: set[int] = set()
+        extra = []
+        for block in sorted(more):
+            # This batch's new holders of the key: a lead a row was absorbed into may be one.
+            lo = int(np.searchsorted(new_keys, block, "left"))
+            hi = int(np.searchsorted(new_keys, block, "right"))
+            taken = new_leads[lo:hi].tolist()
+            # A key the lead already holds (from another spelling) is skipped by _room.
+            for lead in _room(holders.get(block, nobody), list(more[block]), taken):
+                extra.append((block, lead))
         if extra:
             insert_ignore_returning(
                 self.session,
