@@ -136,3 +136,29 @@ def test_new_keys_are_appended_as_the_conflict_checked_path_stores_them(
         note_decisions(session, made[:1], run_id=None, as_of=AT, new_keys=True)
     note_decisions(session, made[:1], run_id=None, as_of=AT)  # the checked path skips it
     assert session.scalar(select(func.count()).select_from(Decision)) == 1_200
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        ['o"brien@x.example', "a,b@x.example", "{brace}@x.example", "back\\slash@x.example"],
+        ["zoë@x.example", "  spaced  ", ""],
+        ["unit\x1fseparated"],  # the separator itself: the array is sent as one
+        [],
+    ],
+    ids=["punctuation", "unicode-and-blank", "separator", "none"],
+)
+def test_among_finds_exactly_the_strings_given(session: Session, wanted: list[str]) -> None:
+    """Strings are sent as one joined string the server splits: whatever they hold, the rows
+    found are those named."""
+    keys = [
+        'o"brien@x.example', "a,b@x.example", "{brace}@x.example", "back\\slash@x.example",
+        "zoë@x.example", "  spaced  ", "", "unit\x1fseparated", "other@x.example", "a",
+    ]  # fmt: skip
+    for key in keys:
+        session.add(Lead(email_key=key, source="web", status_changed_at=AT, created_at=AT, tags=[]))
+    session.flush()
+    found = session.scalars(
+        select(Lead.email_key).where(upsert.among(session, Lead.email_key, wanted))
+    )
+    assert sorted(found) == sorted(wanted)
