@@ -458,11 +458,12 @@ def _insert_changes(
     )
     names = ["dedupe_key", "run_id", "as_of", "action", "rule", "lead_id", "reason", "facts",
              "created_at"]  # fmt: skip
-    session.execute(
-        dialect_insert(session, Decision)
-        .from_select(names, rows)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    )
+    insert = dialect_insert(session, Decision).from_select(names, rows)
+    # A lead's first grade is made once, by the transaction that creates the lead: no other
+    # can hold its key, and the conflict check would only cost its time.
+    if not first:
+        insert = insert.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    session.execute(insert)
 
 
 @dataclass(frozen=True)
