@@ -102,6 +102,7 @@ def import_leads_task(
                             run_id=run.id,
                             holidays=config.cadences.holidays_for(None),
                             exclusive_with=config.cadences.exclusive_except(name),
+                            new_leads=True,
                         )
                     )
         counts = {**result.counts, "enrolled": enrolled, **graded, "run_id": run.id}

@@ -61,11 +61,13 @@ def enrol(
     run_id: int | None,
     holidays: Sequence[dt.date] = (),
     exclusive_with: Sequence[str] = (),
+    new_leads: bool = False,
 ) -> list[int]:
     """Enrol each lead from its start moment; a lead already active in the cadence is skipped,
     and so is one active in any of ``exclusive_with`` (the other exclusive cadences, when this
-    one is exclusive)."""
-    if cadence.exclusive and exclusive_with:
+    one is exclusive). ``new_leads``: the caller's run created the leads and enrols each once
+    per cadence, so none can be active anywhere yet: neither is looked for."""
+    if cadence.exclusive and exclusive_with and not new_leads:
         busy = _active_in(session, starts, exclusive_with)
         starts = {lead: at for lead, at in starts.items() if lead not in busy}
     zones = _zones(session, starts, sending) if sending.send_time_local is not None else {}
@@ -80,7 +82,9 @@ def enrol(
     for (start, zone), leads in groups.items():  # in the order of each group's first lead
         when = first_due(start, cadence, sending, holidays, zone)
         for some in id_slices(session, leads):
-            ids += _enrol_all(session, some, cadence_name, start, when, run_id, steps)
+            ids += _enrol_all(
+                session, some, cadence_name, start, when, run_id, steps, checked=not new_leads
+            )
     if ids:
         for some in id_slices(session, sorted(starts)):
             session.execute(
@@ -100,11 +104,13 @@ def _enrol_all(
     when: dt.datetime,
     run_id: int | None,
     steps: list[dict[str, Any]],
+    *,
+    checked: bool = True,
 ) -> list[int]:
     """Enrol the leads from ``start``, first step due ``when``; return the new enrolments' ids.
 
     The partial unique index (one active enrolment per lead and cadence) is the guard: a lead
-    already active in the cadence is skipped.
+    already active in the cadence is skipped (``checked``; otherwise it is an error).
     """
     e = CadenceEnrolment
     rows = (
@@ -123,15 +129,12 @@ def _enrol_all(
     )
     names = ["lead_id", "cadence", "status", "enrolled_at", "next_step", "next_due_at", "run_id",
              "steps"]  # fmt: skip
-    inserted = session.scalars(
-        dialect_insert(session, CadenceEnrolment)
-        .from_select(names, rows)
-        .on_conflict_do_nothing(
+    insert = dialect_insert(session, CadenceEnrolment).from_select(names, rows)
+    if checked:
+        insert = insert.on_conflict_do_nothing(
             index_elements=["lead_id", "cadence"], index_where=text("status = 'active'")
         )
-        .returning(e.id)
-    )
-    return list(inserted)
+    return list(session.scalars(insert.returning(e.id)))
 
 
 def _active_in(session: Session, lead_ids: Iterable[int], cadences: Sequence[str]) -> set[int]:

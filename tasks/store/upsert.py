@@ -282,8 +282,10 @@ def among(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement
             # array is evaluated again for every row a sequential scan reads.
             listed = "{" + ",".join(map(str, values)) + "}"
             return column == any_(cast(literal(listed, NullType()), ARRAY(element)))
-        if isinstance(element, String) and not isinstance(element, Enum) and all(
-            isinstance(v, str) and _UNIT not in v for v in values
+        if (
+            isinstance(element, String)
+            and not isinstance(element, Enum)
+            and all(isinstance(v, str) and _UNIT not in v for v in values)
         ):
             # Text the same way: one string split by the server (string_to_array is immutable,
             # so the planner folds it to the constant array an index scan takes). psycopg

@@ -400,3 +400,23 @@ def test_a_reply_mid_cadence_a_bounce_and_a_late_joiner(
     assert EnrolmentStatus.ACTIVE not in {
         e.status for e in session.scalars(select(CadenceEnrolment))
     }
+
+
+def test_new_leads_are_enrolled_as_any_lead_is_without_the_checks(
+    session: Session, config: NurtureConfig
+) -> None:
+    """``new_leads``: the same enrolment as the checked path; enrolling such a lead twice is
+    then an error, never a silent second enrolment (the checked path skips it)."""
+    name, cadence = next((n, c) for n, c in config.cadences.cadences.items() if c.enrol)
+    checked, fresh = (lead(session, FRIDAY - dt.timedelta(days=1)) for _ in range(2))
+    enrol(session, {checked.id: FRIDAY}, name, cadence, config.sending, run_id=None)
+    enrol(session, {fresh.id: FRIDAY}, name, cadence, config.sending, run_id=None, new_leads=True)
+    rows = {
+        e.lead_id: (e.status, e.next_step, e.next_due_at, e.steps)
+        for e in session.scalars(select(CadenceEnrolment))
+    }
+    assert rows[checked.id] == rows[fresh.id] and len(rows) == 2
+    assert enrol(session, {checked.id: FRIDAY}, name, cadence, config.sending, run_id=None) == []
+    with pytest.raises(Exception, match="uq_|UNIQUE"), session.begin_nested():
+        enrol(session, {fresh.id: FRIDAY}, name, cadence, config.sending, run_id=None,
+              new_leads=True)  # fmt: skip
