@@ -14,7 +14,7 @@ import datetime as dt
 import itertools
 import operator
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -322,7 +322,7 @@ class _Writer:
 
         # Each new person's block keys, made once: to find candidates, then to be stored. Those
         # of a row alone came with it; a person whose later rows filled in fields has new ones.
-        blocks = {
+        blocks: dict[str, Collection[int]] = {
             key: block_keys(_person(key, row)) if key in refilled else batch[creators[key]].blocks
             for key, row in pending.items()
         }
@@ -330,7 +330,9 @@ class _Writer:
         fuzzy = self._fuzzy(pending, creators, blocks, holders, crowded)
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
-        absorbed_keys: list[tuple[str, set[int]]] = []  # (the lead's key, the row's block keys)
+        absorbed_keys: list[
+            tuple[str, Collection[int]]
+        ] = []  # (the lead's key, the row's block keys)
         for key, (joined, match) in sorted(fuzzy.items(), key=lambda kv: creators[kv[0]]):
             index = creators[key]
             row = batch[index]
@@ -380,7 +382,9 @@ class _Writer:
         self._keep_match_keys(created, blocks, absorbed_keys, lead_ids, holders, crowded)
         self._keep_rows(batch, outcomes, filled, lead_ids, by_fuzzy)
 
-    def _holders(self, blocks: dict[str, set[int]]) -> tuple[dict[int, set[int]], set[int]]:
+    def _holders(
+        self, blocks: Mapping[str, Collection[int]]
+    ) -> tuple[dict[int, set[int]], set[int]]:
         """The holders of the batch's block keys, stored or created by this import so far, and
         the crowded keys (held by more than ``MAX_BLOCK`` leads), whose holders are not listed:
         they are neither followed (``_fuzzy``) nor given more holders (``_keep_match_keys``).
@@ -409,7 +413,7 @@ class _Writer:
         self,
         pending: dict[str, dict[str, Any]],
         creators: dict[str, int],
-        blocks: dict[str, set[int]],
+        blocks: Mapping[str, Collection[int]],
         holders: dict[int, set[int]],
         crowded: set[int],
     ) -> dict[str, tuple[_Stored | str, Match]]:
@@ -487,8 +491,8 @@ class _Writer:
     def _keep_match_keys(
         self,
         created: dict[str, int],
-        blocks: dict[str, set[int]],
-        absorbed: list[tuple[str, set[int]]],
+        blocks: Mapping[str, Collection[int]],
+        absorbed: list[tuple[str, Collection[int]]],
         lead_ids: dict[str, int],
         holders: dict[int, set[int]],
         crowded: set[int],

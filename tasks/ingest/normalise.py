@@ -8,9 +8,10 @@ No DNS is ever asked: an address is judged by its syntax alone.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache, lru_cache
 from typing import Any
 
@@ -90,6 +91,13 @@ class CleanLead:
     # Why the row was rejected, or the flags on an accepted row.
     reasons: list[str] = field(default_factory=list)
     rejected: bool = False
+
+    def __reduce__(self) -> tuple[type[CleanLead], tuple[Any, ...]]:
+        # The constructor rebuilds it: see cleaning.CleanRow.
+        return CleanLead, _lead_fields(self)
+
+
+_lead_fields = operator.attrgetter(*(f.name for f in fields(CleanLead)))
 
 
 def fold(text: str) -> str:

@@ -417,6 +417,6 @@ def test_new_leads_are_enrolled_as_any_lead_is_without_the_checks(
     }
     assert rows[checked.id] == rows[fresh.id] and len(rows) == 2
     assert enrol(session, {checked.id: FRIDAY}, name, cadence, config.sending, run_id=None) == []
-    with pytest.raises(Exception, match="uq_|UNIQUE"), session.begin_nested():
+    with pytest.raises(Exception, match=r"uq_|UNIQUE"), session.begin_nested():
         enrol(session, {fresh.id: FRIDAY}, name, cadence, config.sending, run_id=None,
               new_leads=True)  # fmt: skip
