@@ -16,13 +16,13 @@ from tasks.grading import NewLeadGrades, grade_and_score
 from tasks.ingest.crm import import_activities, import_opportunities
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
 from tasks.ingest.rows import fewer_collections
-from tasks.owners import assign_owners, sync_owners
+from tasks.owners import Assigner, sync_owners
 from tasks.runs import finish_run, start_run
 from tasks.stages import current_config
 from tasks.store.db import session_scope
 from tasks.store.models import ImportKind, ImportOutcome, ImportRow, Lead, RunKind
 
-# New leads assigned and enrolled per round: bounds memory on a million-row import.
+# New leads enrolled per round: bounds memory on a million-row import.
 CHUNK = 50_000
 
 
@@ -34,6 +34,8 @@ def import_leads_task(
     config = current_config()
     with fewer_collections(), session_scope() as session:
         run = start_run(session, RunKind.INGEST, as_of)
+        sync_owners(session, config.owners)
+        # New leads are created graded and owned: each is written once.
         born = NewLeadGrades(config, as_of, run.id)
         result = import_leads(
             session,
@@ -48,6 +50,7 @@ def import_leads_task(
             # New leads with an address are enrolled below: they start as nurturing.
             enrolling=any(c.enrol == "new_leads" for c in config.cadences.cadences.values()),
             grades=born,
+            owners=Assigner(session, config.owners),
         )
         # The new leads were created graded; the leads rows merged into (stored ones, or new
         # ones a later row added to) are graded again: what they gained may change it.
@@ -65,15 +68,6 @@ def import_leads_task(
         graded = dict(born.counts + Counter(regraded))
         graded.setdefault("scores_changed", 0)
         graded.setdefault("grades_changed", 0)
-        sync_owners(session, config.owners)
-        # In chunks: a million new leads never become a million decisions or enrolment rows
-        # in memory at once.
-        new_ids = result.new_lead_ids
-        for start in range(0, len(new_ids), CHUNK):
-            part = new_ids[start : start + CHUNK]
-            assign_owners(
-                session, part, as_of=as_of, run_id=run.id, policy=config.owners, new_leads=True
-            )
         enrolled = 0
         # The leads this import created, named by run rather than listed by id; only leads with
         # an address can be in an email cadence.

@@ -187,6 +187,63 @@ def _open_leads(session: Session, owners: Iterable[int]) -> dict[int, int]:
     return {int(owner): int(n) for owner, n in rows if owner is not None}
 
 
+class Assigner:
+    """Owners for many leads in turn: the active reps, their caps, their loads and the pools'
+    places are read once, then kept as leads are given out. ``assign_owners`` uses one per
+    call; an import keeps one for all its batches and gives each new lead its owner before
+    the lead is written (see ``tasks/ingest/leads.py``).
+
+    Taking one takes the assignment lock until the transaction ends (see
+    ``_one_assigner_at_a_time``): the loads it keeps are then the store's.
+    """
+
+    def __init__(self, session: Session, policy: Owners | None = None) -> None:
+        _one_assigner_at_a_time(session)
+        self.reps = [
+            _Rep(*row)
+            for row in session.execute(
+                select(Owner.id, Owner.email, Owner.region)
+                .where(Owner.active.is_(True))
+                .order_by(Owner.id)
+            ).tuples()
+        ]
+        self.caps = _caps(policy, self.reps) if self.reps else {}
+        self.load = _open_leads(session, self.caps)
+        self.pools = _Pools(session, self.reps, policy.assignment if policy else Assignment())
+
+    def release(self, owner: int | None) -> None:
+        """A lead leaving ``owner``: it stops counting against their cap."""
+        if owner in self.load:
+            self.load[owner] -= 1
+
+    def pick(self, country: str | None, avoid: int | None = None) -> tuple[int, _Pool] | str:
+        """The next lead's owner and pool, counted against the owner's cap; or, when nobody can
+        take it, why. ``avoid``: an owner to pass over whenever anyone else is free."""
+        pools = self.pools.for_lead(country)
+        picked = _pick(pools, avoid, self.caps, self.load)
+        if picked is None:
+            # Pools but nobody free: capacity. No pool at all: by_region only, and no rep there.
+            return AT_CAPACITY if pools else NO_OWNER_IN_REGION
+        self.load[picked[0]] = self.load.get(picked[0], 0) + 1
+        return picked
+
+
+def assignment_decisions(
+    picks: dict[int, tuple[int, _Pool] | str],
+    as_of: dt.datetime,
+    released_from: dict[int, int] | None = None,
+) -> list[NewDecision]:
+    """A decision per lead of ``picks`` ({lead: what ``Assigner.pick`` said}): its owner, or
+    why it has none."""
+    exclude = released_from or {}
+    return [
+        _unassigned(lead, picked, exclude, as_of)
+        if isinstance(picked, str)
+        else _assigned(lead, picked[0], picked[1], exclude, as_of)
+        for lead, picked in picks.items()
+    ]
+
+
 def assign_owners(
     session: Session,
     lead_ids: Iterable[int],
@@ -195,7 +252,6 @@ def assign_owners(
     run_id: int | None,
     exclude_owner: dict[int, int] | None = None,
     policy: Owners | None = None,
-    new_leads: bool = False,
 ) -> dict[int, int]:
     """Give each lead one active owner by ``policy`` (None: round robin over every owner, no
     caps); return {lead: owner} for the leads that got an owner now.
@@ -203,22 +259,13 @@ def assign_owners(
     A lead that already has one keeps it (first come), unless it is being released:
     ``exclude_owner`` maps such a lead to the owner to avoid, and it goes to someone else
     whenever there is anyone else free. A lead nobody can take stays unassigned, with a
-    decision that says why. ``new_leads``: the leads were created by the caller's run, so no
-    decision about them can exist yet (see ``note_decisions``).
+    decision that says why.
     """
     wanted = sorted(set(lead_ids))
     if not wanted:
         return {}
-    _one_assigner_at_a_time(session)
-    reps = [
-        _Rep(*row)
-        for row in session.execute(
-            select(Owner.id, Owner.email, Owner.region)
-            .where(Owner.active.is_(True))
-            .order_by(Owner.id)
-        ).tuples()
-    ]
-    if not reps:
+    assigner = Assigner(session, policy)
+    if not assigner.reps:
         return {}
     exclude = exclude_owner or {}
     current: dict[int, tuple[int | None, str | None]] = {}
@@ -235,34 +282,13 @@ def assign_owners(
     ]
     if not due:
         return {}
-    caps = _caps(policy, reps)
-    load = _open_leads(session, caps)
     for lead in due:
-        leaving = current[lead][0]
-        if leaving in load:
-            load[leaving] -= 1  # a released lead stops counting for the owner it leaves
-    pools = _Pools(session, reps, policy.assignment if policy else Assignment())
-    chosen: dict[int, tuple[int, _Pool]] = {}
-    unassigned: dict[int, str] = {}
-    for lead in due:
-        lead_pools = pools.for_lead(current[lead][1])
-        picked = _pick(lead_pools, exclude.get(lead), caps, load)
-        if picked is None:
-            # Pools but nobody free: capacity. No pool at all: by_region only, and no rep there.
-            unassigned[lead] = AT_CAPACITY if lead_pools else NO_OWNER_IN_REGION
-            continue
-        chosen[lead] = picked
-        load[picked[0]] = load.get(picked[0], 0) + 1
-    _write(session, {lead: owner for lead, (owner, _) in chosen.items()}, as_of)
-    note_decisions(
-        session,
-        [_assigned(lead, owner, pool, exclude, as_of) for lead, (owner, pool) in chosen.items()]
-        + [_unassigned(lead, reason, exclude, as_of) for lead, reason in unassigned.items()],
-        run_id=run_id,
-        as_of=as_of,
-        new_keys=new_leads,
-    )
-    return {lead: owner for lead, (owner, _) in chosen.items()}
+        assigner.release(current[lead][0])  # a released lead stops counting for its owner
+    picks = {lead: assigner.pick(current[lead][1], exclude.get(lead)) for lead in due}
+    chosen = {lead: p[0] for lead, p in picks.items() if not isinstance(p, str)}
+    _write(session, chosen, as_of)
+    note_decisions(session, assignment_decisions(picks, as_of, exclude), run_id=run_id, as_of=as_of)
+    return chosen
 
 
 def _one_assigner_at_a_time(session: Session) -> None:

@@ -37,6 +37,7 @@ from tasks.ingest.matching import (
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.reader import read_records, resolve_encoding
 from tasks.ingest.rows import update_by_id
+from tasks.owners import assignment_decisions
 from tasks.spans import LeadSpan
 from tasks.store.models import (
     DecisionAction,
@@ -64,6 +65,7 @@ from tasks.store.upsert import (
 
 if TYPE_CHECKING:
     from tasks.grading import NewLeadGrades, StagedGrades
+    from tasks.owners import Assigner
 
 # Fields a duplicate row may fill on the surviving lead when they are empty; never overwritten.
 FILLABLE = ("phone", "phone_ext", "first_name", "last_name", "company", "company_key",
@@ -128,6 +130,7 @@ def import_leads(
     columns: Mapping[str, str] | None = None,
     sources: Mapping[str, str] | None = None,
     grades: NewLeadGrades | None = None,
+    owners: Assigner | None = None,
 ) -> LeadImportResult:
     """Import lead files into the caller's transaction, streaming them batch by batch.
 
@@ -140,7 +143,7 @@ def import_leads(
     new lead that has an address in the new-lead cadences, in this transaction; such a lead is
     created ``nurturing`` (what enrolling makes it) rather than rewritten right after.
     ``grades``: new leads are created scored and graded (their first grades recorded), not
-    graded by an UPDATE afterwards.
+    graded by an UPDATE afterwards; ``owners``: likewise with their owners.
     """
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding, columns) for path in paths}
@@ -154,6 +157,7 @@ def import_leads(
         sources=sources,
         enrolling=enrolling,
         grades=grades,
+        owners=owners,
     )
     for batch in cleaned(paths, encodings, columns, parallel=parallel):
         writer.write(batch)
@@ -244,9 +248,10 @@ class _Writer:
         trust: Sequence[str] = (),
         sources: Mapping[str, str] | None = None,
         grades: NewLeadGrades | None = None,
+        owners: Assigner | None = None,
     ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
-        self.grades = grades
+        self.grades, self.owners = grades, owners
         # "referrals" and "word_of_mouth" are "referral": one source for trust, score, reports.
         self.sources = dict(sources or {})
         self.keep_outcomes = keep_outcomes
@@ -677,6 +682,7 @@ class _Writer:
         keys = list(pending)
         ids = reserve_ids(self.session, Lead, len(keys))
         rows = [{**pending[key], "id": lead_id} for key, lead_id in zip(keys, ids, strict=True)]
+        picks = self._owners_for(rows)
         with staged(self.session, Lead, rows, "leads") as stage:
             if self.grades is None:
                 inserted = self._insert_staged(stage, list(rows[0]), None)
@@ -684,7 +690,32 @@ class _Writer:
                 with self.grades.over(self.session, stage, LeadSpan(ids[0], ids[-1])) as born:
                     inserted = self._insert_staged(stage, list(rows[0]), born)
                     born.record(self.session, lost=[i for i in ids if i not in inserted])
+        if picks:
+            # Each names a lead this import created: none can exist yet. A lead another writer
+            # created first (not inserted) keeps counting against its pick's cap for the rest
+            # of the import: one lead fewer for that rep, never one too many.
+            made = {lead: picked for lead, picked in picks.items() if lead in inserted}
+            note_decisions(
+                self.session,
+                assignment_decisions(made, self.as_of),
+                run_id=self.run_id,
+                as_of=self.as_of,
+                new_keys=True,
+            )
         return {key: i for key, i in zip(keys, ids, strict=True) if i in inserted}
+
+    def _owners_for(self, rows: list[dict[str, Any]]) -> dict[int, tuple[int, Any] | str]:
+        """Give the new leads their owners in the rows that create them, in id order (what the
+        owners' round robins follow); return each lead's pick (see ``Assigner.pick``)."""
+        if self.owners is None or not self.owners.reps:
+            return {}
+        picks: dict[int, tuple[int, Any] | str] = {}
+        for row in rows:
+            picked = picks[row["id"]] = self.owners.pick(row["country"])
+            owned = not isinstance(picked, str)
+            row["owner_id"] = picked[0] if owned else None
+            row["owner_assigned_at"] = self.as_of if owned else None
+        return picks
 
     def _insert_staged(
         self, stage: TableClause, names: list[str], born: StagedGrades | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from tasks.config.models import OwnerEntry, Owners
-from tasks.owners import assign_owners, sync_owners
+from tasks.ingest.leads import import_leads
+from tasks.owners import Assigner, assign_owners, sync_owners
 from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus, Owner
 from tests.ingest.conftest import AS_OF
 
@@ -279,3 +281,54 @@ def test_a_round_robin_finds_where_it_stopped_through_an_index(
     assert seen
     for statement, params in seen:
         assert not whole_reads(session.connection(), statement, params, "decisions"), statement
+
+
+def test_an_import_gives_its_new_leads_the_owners_assigning_afterwards_would(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    """Owned as they are created (each lead written once): the same owners, in the same
+    round-robin order, under the same caps, with the same decisions, as assign_owners run
+    over the new leads after the import."""
+    policy = Owners.model_validate(
+        {"owners": [e.model_dump() for e in REPS.owners],
+         "assignment": {"strategy": ["by_region", "round_robin"], "max_open_leads": 3,
+                        "regions": {"NA": ["US", "CA"], "EMEA": ["GB", "DE"]}}}
+    )  # fmt: skip
+    countries = ["US", "GB", "DE", "BR", "", "CA", "US", "GB"] * 3
+    file = tmp_path / "leads.csv"
+    file.write_text(
+        "Email,First Name,Country\n"
+        + "".join(f"p{i}@x{i}.example,P{i},{c}\n" for i, c in enumerate(countries)),
+        encoding="utf-8",
+    )
+    sync_owners(session, policy)
+
+    def outcome(owned_at_birth: bool) -> tuple[dict[str, int | None], list[tuple[Any, ...]]]:
+        with session.begin_nested() as attempt:
+            if owned_at_birth:
+                import_leads(session, [file], run_id=run_id, as_of=AS_OF,
+                             owners=Assigner(session, policy))  # fmt: skip
+            else:
+                made = import_leads(session, [file], run_id=run_id, as_of=AS_OF)
+                assign_owners(session, made.new_lead_ids, as_of=AS_OF, run_id=run_id,
+                              policy=policy)  # fmt: skip
+            owners = dict(session.execute(select(Lead.email, Lead.owner_id)).tuples().all())
+            decided = (
+                session.execute(
+                    select(Decision.rule, Decision.reason, Decision.facts, Lead.email)
+                    .join(Lead, Lead.id == Decision.lead_id)
+                    .where(Decision.action == DecisionAction.ASSIGN_OWNER)
+                    .order_by(Decision.id)
+                )
+                .tuples()
+                .all()
+            )
+            attempt.rollback()
+        return owners, [tuple(d) for d in decided]
+
+    born, after = outcome(True), outcome(False)
+    assert born == after
+    owners, decided = born
+    assert len(owners) == 24 and 0 < sum(o is None for o in owners.values()) < 24  # caps bite
+    assert {rule for rule, *_ in decided} == {"by_region:NA", "by_region:EMEA", "round_robin",
+                                              "unassigned"}  # fmt: skip
