@@ -335,9 +335,8 @@ class _Writer:
         fuzzy = self._fuzzy(pending, creators, blocks, holders, crowded)
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
-        absorbed_keys: list[
-            tuple[str, Collection[int]]
-        ] = []  # (the lead's key, the row's block keys)
+        # (the lead's key, the row's block keys)
+        absorbed_keys: list[tuple[str, Collection[int]]] = []
         for key, (joined, match) in sorted(fuzzy.items(), key=lambda kv: creators[kv[0]]):
             index = creators[key]
             row = batch[index]

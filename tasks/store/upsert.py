@@ -302,18 +302,20 @@ def append_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
     PostgreSQL takes them by COPY, SQLite by the driver's executemany: either is several times
     faster than a multi-row INSERT built by SQLAlchemy, which matters at a million rows.
     """
-    if not rows:
-        return
-    target = table(model)
-    connection = session.connection()
+    if rows:
+        _append(session.connection(), table(model), table(model).name, rows)
+
+
+def _append(connection: Any, target: Table, into: str, rows: Sequence[dict[str, Any]]) -> None:
+    """``append_rows`` into the table named ``into``, whose columns are ``target``'s."""
     names, values = _row_values(target, rows, connection.dialect)
     listed = ", ".join(names)
     if connection.dialect.name == "postgresql":
-        _copy(connection, target.name, listed, rows, values)
+        _copy(connection, into, listed, rows, values)
         return
     marks = ", ".join("?" for _ in names)
     connection.exec_driver_sql(
-        f"INSERT INTO {target.name} ({listed}) VALUES ({marks})", [values(r) for r in rows]
+        f"INSERT INTO {into} ({listed}) VALUES ({marks})", [values(r) for r in rows]
     )
 
 
@@ -418,14 +420,6 @@ def staged(
         f"CREATE TEMP TABLE {name} AS SELECT * FROM {target.name} WHERE 1 = 0"
     )
     if rows:
-        names, values = _row_values(target, rows, connection.dialect)
-        listed = ", ".join(names)
-        if connection.dialect.name == "postgresql":
-            _copy(connection, name, listed, rows, values)
-        else:
-            marks = ", ".join("?" for _ in names)
-            connection.exec_driver_sql(
-                f"INSERT INTO {name} ({listed}) VALUES ({marks})", [values(r) for r in rows]
-            )
+        _append(connection, target, name, rows)
     yield table_clause(name, *(column(c.name, c.type) for c in target.columns))
     connection.exec_driver_sql(f"DROP TABLE {name}")
