@@ -312,7 +312,10 @@ class Lead(Base):
     # Start of the current engagement cycle (creation, or the last re-engagement): emails before
     # it do not count as unanswered, and rules fire at most once per lead per cycle.
     cycle_started_at: Mapped[dt.datetime | None]
-    created_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    # The run that created the lead. Provenance pointers to runs (here, on enrolments, decisions
+    # and import rows) carry no foreign key: the run writes them about itself, runs are never
+    # deleted, and PostgreSQL checked each one row by row (migration 0013).
+    created_run_id: Mapped[int | None]
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
 
     # Which source gave each field its value, and when: {"phone": ["webinar", "2026-03-01..."]};
@@ -384,14 +387,16 @@ class ImportRow(Base):
     __tablename__ = "import_rows"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    # No foreign keys on this log (nor on decisions): it is written in bulk, a row per input row,
+    # by the run about leads it created or read, and neither runs nor leads are ever deleted.
+    run_id: Mapped[int] = mapped_column(index=True)
     kind: Mapped[ImportKind] = mapped_column(_enum(ImportKind))
     file: Mapped[str] = mapped_column(String(500))
     row_number: Mapped[int]
     line_number: Mapped[int]
     raw: Mapped[dict[str, Any]]
     outcome: Mapped[ImportOutcome] = mapped_column(_enum(ImportOutcome))
-    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    lead_id: Mapped[int | None] = mapped_column(index=True)
     reasons: Mapped[list[str]] = mapped_column(default=list)
 
 
@@ -461,7 +466,7 @@ class CadenceEnrolment(Base):
     next_due_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(64))
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    run_id: Mapped[int | None]  # no foreign key: see Lead.created_run_id
     # The cadence's steps as they were when the lead started (or last moved to a new version):
     # an edit to the cadence does not surprise a lead already in it (see the cadence's on_change).
     steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
@@ -606,10 +611,12 @@ class Decision(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # Makes the decision idempotent: the same decision for the same episode is recorded once.
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    # No foreign keys to the run and the lead: see ImportRow.run_id (an import writes about two
+    # decisions per new lead).
+    run_id: Mapped[int | None] = mapped_column(index=True)
     as_of: Mapped[dt.datetime]
     action: Mapped[DecisionAction] = mapped_column(_enum(DecisionAction))
-    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    lead_id: Mapped[int | None] = mapped_column(index=True)
     opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"))
     rule: Mapped[str] = mapped_column(String(100))
     reason: Mapped[str | None] = mapped_column(String(100))
