@@ -26,7 +26,7 @@ from typing import IO, Any, BinaryIO, cast
 from tasks.ingest.matching import Person, block_keys
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import IngestFileError, Record, read_records
-from tasks.ingest.rows import fewer_collections, jsonable
+from tasks.ingest.rows import fewer_collections, raw_json
 from tasks.store.models import Lead
 from tasks.store.upsert import fit
 
@@ -47,7 +47,7 @@ class CleanRow:
     file: str
     row_number: int
     line_number: int
-    raw: dict[str, Any]  # every column as given, as JSON can store it
+    raw: str  # every column as given, as the JSON text the store keeps (see raw_json)
     lead: CleanLead
     key: str | None  # the exact dedupe identity; None for a rejected row
     # The fuzzy-matching block keys of the lead this row would create: a tuple, which crosses
@@ -122,7 +122,7 @@ def _clean_row(file: str, record: Record) -> CleanRow:
         lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
     )  # fmt: skip
     blocks = tuple(lead_blocks(lead)) if key else ()
-    raw = jsonable(record.raw)
+    raw = raw_json(record.raw)
     return CleanRow(file, record.row_number, record.line_number, raw, lead, key, blocks)
 
 

@@ -782,7 +782,7 @@ class _Writer:
                     "reasons": row.lead.reasons,
                 }
             )
-        append_rows(self.session, ImportRow, import_rows)
+        append_rows(self.session, ImportRow, import_rows, prepared=("raw",))
         decisions: list[NewDecision] = []
         for index, (row, outcome, names, lead_id) in enumerate(
             zip(batch, outcomes, filled, row_leads, strict=True)

@@ -46,7 +46,8 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _json(value: Any) -> str:
+def to_json(value: Any) -> str:
+    """Text for a JSON column, exactly as the engine serializes it."""
     # orjson (already installed with Prefect) is several times faster than the json module, and
     # a million-row import writes a JSON value or three per row.
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -55,11 +56,11 @@ def _json(value: Any) -> str:
 def make_engine(url: str | None = None) -> Engine:
     url = _normalise_url(url or database_url())
     if url.startswith("sqlite"):
-        engine = create_engine(url, json_serializer=_json)
+        engine = create_engine(url, json_serializer=to_json)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True, json_serializer=_json)
+    return create_engine(url, pool_pre_ping=True, json_serializer=to_json)
 
 
 @cache
