@@ -65,7 +65,7 @@ from tasks.store.models import (
     OpportunityStatus,
     RuleEpisode,
 )
-from tasks.store.upsert import among, dialect_insert, id_slices, kept, table
+from tasks.store.upsert import among, dialect_insert, id_slices, kept, table, temp_name
 
 # The decisions' rule name: tells grading's own grade changes from a rule's ``set_grade``.
 GRADING = "grading"
@@ -534,6 +534,8 @@ class NewLeadGrades:
     as_of: dt.datetime
     run_id: int | None
     counts: Counter[str] = field(default_factory=Counter)
+    # One name for every batch's graded rows: the statements that read them compile once.
+    table_name: str = field(default_factory=lambda: temp_name("kept_born"))
 
     @contextmanager
     def over(self, session: Session, stage: TableClause, span: LeadSpan) -> Iterator[StagedGrades]:
@@ -547,7 +549,7 @@ class NewLeadGrades:
         scope = next(_scopes(session, None, self.as_of, span))[0]
         computed = _graded(session, self.config.grading, self.as_of, scope, span, pinned_by)
         query = _on_stage(_as_rows(computed), stage)
-        with kept(session, query, "born") as rows:
+        with kept(session, query, "born", name=self.table_name) as rows:
             graded = _Graded(rows, computed.used, rows.c.new_grade, rows.c.rule, rows.c.regrade)
             yield StagedGrades(self, graded)
 

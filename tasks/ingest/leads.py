@@ -61,6 +61,7 @@ from tasks.store.upsert import (
     reserve_ids,
     staged,
     table,
+    temp_name,
 )
 
 if TYPE_CHECKING:
@@ -267,6 +268,8 @@ class _Writer:
         self.undated: set[int] = set()
         # The block keys of the leads this import created: stored by ``finish``.
         self.keys = KeyLog()
+        # Each batch's new leads are staged under one name: what reads them compiles once.
+        self.stage_name = temp_name("staged_leads")
 
     def finish(self) -> None:
         """Store the block keys of the leads this import created, in key order: they are
@@ -682,7 +685,7 @@ class _Writer:
         ids = reserve_ids(self.session, Lead, len(keys))
         rows = [{**pending[key], "id": lead_id} for key, lead_id in zip(keys, ids, strict=True)]
         picks = self._owners_for(rows)
-        with staged(self.session, Lead, rows, "leads") as stage:
+        with staged(self.session, Lead, rows, "leads", name=self.stage_name) as stage:
             if self.grades is None:
                 inserted = self._insert_staged(stage, list(rows[0]), None)
             else:

@@ -36,6 +36,7 @@ from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import NullType
 
 from tasks.store.models import Base
@@ -366,9 +367,17 @@ def append_int_rows(
 
 
 class _CreateTempAs(Executable, ClauseElement):
-    """``CREATE TEMP TABLE name AS query``, with the query's parameters bound as usual."""
+    """``CREATE TEMP TABLE name AS query``, with the query's parameters bound as usual.
 
-    inherit_cache = False
+    Cached like any statement (its name and query make the key): a caller that keeps one
+    table name for a loop of the same query compiles it once (see ``temp_name``).
+    """
+
+    _traverse_internals = [
+        ("name", InternalTraversal.dp_string),
+        ("query", InternalTraversal.dp_clauseelement),
+    ]
+    inherit_cache = True
 
     def __init__(self, name: str, query: Select[Any]) -> None:
         self.name = name
@@ -380,15 +389,24 @@ def _compile_create_temp_as(element: _CreateTempAs, compiler: Any, **kw: Any) ->
     return f"CREATE TEMP TABLE {element.name} AS {compiler.process(element.query, **kw)}"
 
 
+def temp_name(hint: str) -> str:
+    """A temporary table's name no other in the process has: for a caller that makes the same
+    table again and again (a batch at a time) under one name, so that the statements that
+    read it are compiled once, not once per batch."""
+    return f"_{hint}_{next(_staging)}"
+
+
 @contextmanager
-def kept(session: Session, query: Select[Any], hint: str) -> Iterator[TableClause]:
+def kept(
+    session: Session, query: Select[Any], hint: str, *, name: str | None = None
+) -> Iterator[TableClause]:
     """The query's rows in a temporary table while the block runs, its columns named as the
     query names them: several statements then read a costly query's result, not run it again.
 
     Dropped when the block ends well; after an error the caller's rollback drops it (both
-    stores undo a CREATE TABLE with the transaction).
+    stores undo a CREATE TABLE with the transaction). ``name``: the table's (see ``temp_name``).
     """
-    name = f"_kept_{hint}_{next(_staging)}"
+    name = name or temp_name(f"kept_{hint}")
     session.flush()  # wrapped, the query is not one the session autoflushes for
     session.execute(_CreateTempAs(name, query))
     yield table_clause(name, *(column(c.name, c.type) for c in query.selected_columns))
@@ -422,13 +440,19 @@ def reserve_ids(session: Session, model: type[Base], count: int) -> list[int]:
 
 @contextmanager
 def staged(
-    session: Session, model: type[Base], rows: Sequence[dict[str, Any]], hint: str
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    hint: str,
+    *,
+    name: str | None = None,
 ) -> Iterator[TableClause]:
     """The rows in a temporary table shaped like the model's (every column; those the rows do
     not carry are NULL) while the block runs: SQL can then work on rows before they are
-    written (see grading's ``NewLeadGrades``). Dropped as ``kept`` tables are."""
+    written (see grading's ``NewLeadGrades``). Dropped as ``kept`` tables are; ``name`` as
+    there."""
     target = table(model)
-    name = f"_staged_{hint}_{next(_staging)}"
+    name = name or temp_name(f"staged_{hint}")
     connection = session.connection()
     connection.exec_driver_sql(
         f"CREATE TEMP TABLE {name} AS SELECT * FROM {target.name} WHERE 1 = 0"
