@@ -65,8 +65,9 @@ def enrol(
 ) -> list[int]:
     """Enrol each lead from its start moment; a lead already active in the cadence is skipped,
     and so is one active in any of ``exclusive_with`` (the other exclusive cadences, when this
-    one is exclusive). ``new_leads``: the caller's run created the leads and enrols each once
-    per cadence, so none can be active anywhere yet: neither is looked for."""
+    one is exclusive). ``new_leads``: the caller's run created the leads, already ``nurturing``,
+    and enrols each once per cadence, so none can be active anywhere yet: neither is looked for,
+    and no status is changed."""
     if cadence.exclusive and exclusive_with and not new_leads:
         busy = _active_in(session, starts, exclusive_with)
         starts = {lead: at for lead, at in starts.items() if lead not in busy}
@@ -85,7 +86,7 @@ def enrol(
             ids += _enrol_all(
                 session, some, cadence_name, start, when, run_id, steps, checked=not new_leads
             )
-    if ids:
+    if ids and not new_leads:
         for some in id_slices(session, sorted(starts)):
             session.execute(
                 update(Lead)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from tasks.grading import GRADING, grade_and_score
 from tasks.ingest import cleaning
 from tasks.stages import current_config
+from tasks.store.db import get_engine
 from tasks.store.models import Decision, DecisionAction, Lead
 from tests.ingest.conftest import AS_OF
 
@@ -58,11 +59,13 @@ def test_new_leads_are_created_graded_as_grading_grades_them(
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", seen)
+    task_engine = get_engine()  # the task's own, not the fixture's: it sees the statements
+    event.listen(task_engine, "before_cursor_execute", seen)
     try:
         counts = import_leads_task.fn([str(file)], AS_OF, None, None)
     finally:
-        event.remove(engine, "before_cursor_execute", seen)
+        event.remove(task_engine, "before_cursor_execute", seen)
+    assert [s for s in statements if s.lstrip().upper().startswith("INSERT INTO LEADS")]
     assert not [s for s in statements if s.lstrip().upper().startswith("UPDATE LEADS")]
     with Session(engine) as session:
         born = _grades(session)
@@ -114,3 +117,30 @@ def test_a_later_row_that_changes_a_new_leads_grade_is_recorded_as_well(
         (f"grade:{di.id}:{AS_OF.isoformat()}", "C", "B"),
     ]
     assert (counts["grades_changed"], counts["to_C"], counts["to_B"]) == (3, 2, 1)
+
+
+def test_each_batch_grades_its_new_leads_by_the_statement_the_first_batch_compiled(
+    engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One table name per import for the staged and the graded rows: the statements that make
+    and read them are compiled by the first batch and taken from the cache after."""
+    from sqlalchemy.engine.default import CACHE_HIT
+
+    from tasks.ingest_tasks import import_leads_task
+
+    monkeypatch.setattr(cleaning, "BATCH", 1)
+    file = tmp_path / "leads.csv"
+    file.write_text(HEADER + "\n".join(ROWS) + "\n", encoding="utf-8")
+    made: list[bool] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any) -> None:
+        if statement.startswith("CREATE TEMP TABLE _kept_born"):
+            made.append(context.cache_hit is CACHE_HIT)
+
+    task_engine = get_engine()
+    event.listen(task_engine, "before_cursor_execute", seen)
+    try:
+        import_leads_task.fn([str(file)], AS_OF, None, None)
+    finally:
+        event.remove(task_engine, "before_cursor_execute", seen)
+    assert made == [False] + [True] * (len(ROWS) - 1)
