@@ -210,21 +210,30 @@ class Assigner:
         self.caps = _caps(policy, self.reps) if self.reps else {}
         self.load = _open_leads(session, self.caps)
         self.pools = _Pools(session, self.reps, policy.assignment if policy else Assignment())
+        # The reps at their cap: once it holds them all, a lead is refused without asking
+        # each pool's reps in turn (an import past everyone's cap asked them all per lead).
+        self.full = {rep for rep, cap in self.caps.items() if self.load.get(rep, 0) >= cap}
 
     def release(self, owner: int | None) -> None:
         """A lead leaving ``owner``: it stops counting against their cap."""
         if owner in self.load:
             self.load[owner] -= 1
+            if self.load[owner] < self.caps.get(owner, 0):
+                self.full.discard(owner)
 
     def pick(self, country: str | None, avoid: int | None = None) -> tuple[int, _Pool] | str:
         """The next lead's owner and pool, counted against the owner's cap; or, when nobody can
         take it, why. ``avoid``: an owner to pass over whenever anyone else is free."""
         pools = self.pools.for_lead(country)
-        picked = _pick(pools, avoid, self.caps, self.load)
+        everyone_full = len(self.full) == len(self.reps)
+        picked = None if everyone_full else _pick(pools, avoid, self.caps, self.load)
         if picked is None:
             # Pools but nobody free: capacity. No pool at all: by_region only, and no rep there.
             return AT_CAPACITY if pools else NO_OWNER_IN_REGION
-        self.load[picked[0]] = self.load.get(picked[0], 0) + 1
+        owner = picked[0]
+        self.load[owner] = self.load.get(owner, 0) + 1
+        if owner in self.caps and self.load[owner] >= self.caps[owner]:
+            self.full.add(owner)
         return picked
 
 
@@ -236,10 +245,11 @@ def assignment_decisions(
     """A decision per lead of ``picks`` ({lead: what ``Assigner.pick`` said}): its owner, or
     why it has none."""
     exclude = released_from or {}
+    stamp = as_of.isoformat()  # an import's thousands of decisions share it
     return [
-        _unassigned(lead, picked, exclude, as_of)
+        _unassigned(lead, picked, exclude, stamp)
         if isinstance(picked, str)
-        else _assigned(lead, picked[0], picked[1], exclude, as_of)
+        else _assigned(lead, picked[0], picked[1], exclude, stamp)
         for lead, picked in picks.items()
     ]
 
@@ -336,7 +346,7 @@ def _write(session: Session, chosen: dict[int, int], as_of: dt.datetime) -> None
 
 
 def _assigned(
-    lead: int, owner: int, pool: _Pool, exclude: dict[int, int], as_of: dt.datetime
+    lead: int, owner: int, pool: _Pool, exclude: dict[int, int], stamp: str
 ) -> NewDecision:
     facts: dict[str, object] = {"owner_id": owner}
     if pool.region is not None:
@@ -344,7 +354,7 @@ def _assigned(
     if lead in exclude:
         facts["released_from"] = exclude[lead]
     return NewDecision(
-        dedupe_key=f"assign:{lead}:{as_of.isoformat()}",
+        dedupe_key=f"assign:{lead}:{stamp}",
         action=DecisionAction.ASSIGN_OWNER,
         rule=pool.rule,
         lead_id=lead,
@@ -352,9 +362,9 @@ def _assigned(
     )
 
 
-def _unassigned(lead: int, reason: str, exclude: dict[int, int], as_of: dt.datetime) -> NewDecision:
+def _unassigned(lead: int, reason: str, exclude: dict[int, int], stamp: str) -> NewDecision:
     return NewDecision(
-        dedupe_key=f"unassigned:{lead}:{as_of.isoformat()}",
+        dedupe_key=f"unassigned:{lead}:{stamp}",
         action=DecisionAction.ASSIGN_OWNER,
         rule=UNASSIGNED,
         lead_id=lead,

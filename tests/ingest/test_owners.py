@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tasks.config.models import OwnerEntry, Owners
 from tasks.ingest.leads import import_leads
-from tasks.owners import Assigner, assign_owners, sync_owners
+from tasks.owners import AT_CAPACITY, NO_OWNER_IN_REGION, Assigner, assign_owners, sync_owners
 from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus, Owner
 from tests.ingest.conftest import AS_OF
 
@@ -332,3 +332,33 @@ def test_an_import_gives_its_new_leads_the_owners_assigning_afterwards_would(
     assert len(owners) == 24 and 0 < sum(o is None for o in owners.values()) < 24  # caps bite
     assert {rule for rule, *_ in decided} == {"by_region:NA", "by_region:EMEA", "round_robin",
                                               "unassigned"}  # fmt: skip
+
+
+def test_once_every_rep_is_at_the_cap_leads_wait_until_one_is_released(
+    session: Session, reps: list[int]
+) -> None:
+    ava, ben, chloe, diego = reps
+    everyone_one = Owners.model_validate(
+        {
+            "assignment": {"strategy": ["by_region", "round_robin"], "max_open_leads": 1,
+                           "regions": {"NA": ["US"]}},
+            "owners": [o.model_dump() for o in REPS.owners],
+        }
+    )  # fmt: skip
+    assigner = Assigner(session, everyone_one)
+    firsts = [assigner.pick("US")[0], *(assigner.pick("JP")[0] for _ in range(3))]
+    assert sorted(firsts) == sorted([ava, ben, chloe, diego])
+    assert assigner.pick("US") == AT_CAPACITY
+    assigner.release(chloe)
+    assert assigner.pick("US")[0] == chloe  # not Ava's region, but the round robin's
+    assert assigner.pick("JP") == AT_CAPACITY
+    regions_only = Owners.model_validate(
+        {**everyone_one.model_dump(), "assignment": {
+            "strategy": ["by_region"], "max_open_leads": 1,
+            "regions": {"NA": ["US"], "EMEA": ["GB"], "LATAM": ["MX"]}}}
+    )  # fmt: skip
+    session.execute(update(Lead).values(owner_id=None))  # the first assigner wrote nothing
+    by_region = Assigner(session, regions_only)
+    assert {by_region.pick(c)[0] for c in ("US", "GB", "GB", "MX")} == {ava, ben, chloe, diego}
+    # Everyone full: a lead whose region has nobody still says so, not that they are busy.
+    assert (by_region.pick("JP"), by_region.pick("GB")) == (NO_OWNER_IN_REGION, AT_CAPACITY)
