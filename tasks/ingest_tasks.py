@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from sqlalchemy import select
 
-from tasks.cadences.enrolment import enrol
+from tasks.cadences.enrolment import enrol, lead_zone
 from tasks.grading import NewLeadGrades, grade_and_score
 from tasks.ingest.crm import import_activities, import_opportunities
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
@@ -71,8 +71,9 @@ def import_leads_task(
         enrolled = 0
         # The leads this import created, named by run rather than listed by id; only leads with
         # an address can be in an email cadence.
+        timed = config.sending.send_time_local is not None
         created = session.execute(
-            select(Lead.id, Lead.created_at)
+            select(Lead.id, Lead.created_at, Lead.phone, Lead.country)
             .where(
                 Lead.created_run_id == run.id,
                 Lead.merged_into_id.is_(None),
@@ -83,7 +84,16 @@ def import_leads_task(
         )
         for rows in created.partitions():
             # A lead starts its cadences on its creation date, never before the import itself.
-            starts = {lead: max(at, as_of) for lead, at in rows}
+            starts = {lead: max(at, as_of) for lead, at, _, _ in rows}
+            # Read here with the leads, once for every cadence.
+            zones = (
+                {
+                    lead: lead_zone(phone, country, config.sending)
+                    for lead, _, phone, country in rows
+                }
+                if timed
+                else None
+            )
             for name, cadence in config.cadences.cadences.items():
                 if cadence.enrol == "new_leads":
                     enrolled += len(
@@ -97,6 +107,7 @@ def import_leads_task(
                             holidays=config.cadences.holidays_for(None),
                             exclusive_with=config.cadences.exclusive_except(name),
                             new_leads=True,
+                            zones=zones,
                         )
                     )
         counts = {**result.counts, "enrolled": enrolled, **graded, "run_id": run.id}

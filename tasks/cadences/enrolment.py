@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -62,16 +62,21 @@ def enrol(
     holidays: Sequence[dt.date] = (),
     exclusive_with: Sequence[str] = (),
     new_leads: bool = False,
+    zones: Mapping[int, ZoneInfo] | None = None,
 ) -> list[int]:
     """Enrol each lead from its start moment; a lead already active in the cadence is skipped,
     and so is one active in any of ``exclusive_with`` (the other exclusive cadences, when this
     one is exclusive). ``new_leads``: the caller's run created the leads, already ``nurturing``,
     and enrols each once per cadence, so none can be active anywhere yet: neither is looked for,
-    and no status is changed."""
+    and no status is changed. ``zones``: the leads' own (see ``lead_zone``), when the caller
+    has read them already; else they are read here when sending is in the recipient's time."""
     if cadence.exclusive and exclusive_with and not new_leads:
         busy = _active_in(session, starts, exclusive_with)
         starts = {lead: at for lead, at in starts.items() if lead not in busy}
-    zones = _zones(session, starts, sending) if sending.send_time_local is not None else {}
+    if sending.send_time_local is None:
+        zones = {}
+    elif zones is None:
+        zones = _zones(session, starts, sending)
     # An import's leads mostly share a start (the import itself) and a zone: each distinct pair's
     # due time is worked out once, and its leads are enrolled by one INSERT ... SELECT (per id
     # slice) that carries the cadence's steps once, not a row of Python values per lead.
@@ -159,8 +164,13 @@ def _zones(session: Session, lead_ids: Iterable[int], sending: Sending) -> dict[
         for lead_id, phone, country in session.execute(
             select(Lead.id, Lead.phone, Lead.country).where(among(session, Lead.id, ids))
         ).tuples():
-            zones[lead_id] = recipient_zone(phone, country, sending.default_timezone)
+            zones[lead_id] = lead_zone(phone, country, sending)
     return zones
+
+
+def lead_zone(phone: str | None, country: str | None, sending: Sending) -> ZoneInfo:
+    """The time zone a lead's cadence emails are timed in (its phone's, else its country's)."""
+    return recipient_zone(phone, country, sending.default_timezone)
 
 
 def exit_enrolments(

@@ -338,3 +338,48 @@ def test_the_import_task_creates_leads_with_an_address_nurturing_and_enrolled(
         config.cadences.holidays_for(None),
         ZoneInfo("Europe/Lisbon"),
     )
+
+
+def test_the_import_task_times_each_new_leads_first_step_in_the_leads_own_zone(
+    engine: Any, tmp_path: Path
+) -> None:
+    """From its phone when that names one zone, else from its country."""
+    from zoneinfo import ZoneInfo
+
+    from tasks.cadences.enrolment import first_due
+    from tasks.ingest_tasks import import_leads_task
+    from tasks.stages import current_config
+    from tasks.store.models import CadenceEnrolment
+
+    file = tmp_path / "leads.csv"
+    file.write_text(
+        "Email,First Name,Last Name,Phone,Country\n"
+        "sal@acme.example,Sal,Ortiz,+1 415 555 0100,US\n"
+        "ny@acme.example,Nia,York,,US\n"
+        "kai@acme.example,Kai,Berg,,DE\n",
+        encoding="utf-8",
+    )
+    import_leads_task.fn([str(file)], AS_OF, None, None)
+    with Session(engine) as session:
+        due = {
+            name: at
+            for name, at in session.execute(
+                select(Lead.first_name, CadenceEnrolment.next_due_at).join(
+                    CadenceEnrolment, CadenceEnrolment.lead_id == Lead.id
+                )
+            )
+        }
+    config = current_config()
+    assert config.sending.send_time_local is not None
+    cadence = next(c for c in config.cadences.cadences.values() if c.enrol == "new_leads")
+    holidays = config.cadences.holidays_for(None)
+    expected = {
+        name: first_due(AS_OF, cadence, config.sending, holidays, ZoneInfo(zone))
+        for name, zone in (
+            ("Sal", "America/Los_Angeles"),
+            ("Nia", "America/New_York"),
+            ("Kai", "Europe/Berlin"),
+        )
+    }
+    assert due == expected
+    assert len(set(due.values())) == 3
