@@ -162,3 +162,22 @@ def test_among_finds_exactly_the_strings_given(session: Session, wanted: list[st
         select(Lead.email_key).where(upsert.among(session, Lead.email_key, wanted))
     )
     assert sorted(found) == sorted(wanted)
+
+
+def test_reserved_ids_are_new_ascending_and_once_written_never_handed_out_again(
+    session: Session,
+) -> None:
+    """What an import relies on: it reserves a batch's ids, writes rows under them, reserves
+    the next batch's (on SQLite the ids after the largest stored; on PostgreSQL the sequence's)."""
+    from tasks.store.upsert import reserve_ids
+
+    stored = insert_ignore_returning(
+        session, Decision, [_decision(f"r{i}") for i in range(3)], ["dedupe_key"], ["id"]
+    )
+    first = reserve_ids(session, Decision, 2_500)
+    assert len(first) == len(set(first)) == 2_500 and first == sorted(first)
+    assert min(first) > max(i for (i,) in stored)
+    append_rows(session, Decision, [{**_decision(f"f{i}"), "id": i} for i in first])
+    second = reserve_ids(session, Decision, 7)
+    assert len(second) == 7 and second == sorted(second) and min(second) > max(first)
+    assert reserve_ids(session, Decision, 0) == []
