@@ -181,3 +181,15 @@ def test_reserved_ids_are_new_ascending_and_once_written_never_handed_out_again(
     second = reserve_ids(session, Decision, 7)
     assert len(second) == 7 and second == sorted(second) and min(second) > max(first)
     assert reserve_ids(session, Decision, 0) == []
+
+
+def test_a_statement_run_many_times_is_planned_for_its_own_values(session: Session) -> None:
+    """``among`` sends its keys as one parameter that a plan for these very values folds into a
+    constant array; a plan made once for any values splits it again for every row it reads
+    (1.8 s instead of 2 ms a lookup, at a million rows). So PostgreSQL is never handed a
+    prepared statement it could plan that way, however often one runs."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite plans every statement for its values")
+    for i in range(10):
+        session.execute(select(Lead.id).where(upsert.among(session, Lead.email_key, [f"k{i}"])))
+    assert session.scalar(text("SELECT count(*) FROM pg_prepared_statements")) == 0
