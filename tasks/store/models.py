@@ -338,7 +338,13 @@ class Lead(Base):
             sqlite_where=text("email_role"),
             postgresql_where=text("email_role"),
         ),
-        Index("ix_leads_phone", "phone"),
+        # A phone finds a stored person only when neither has an address (see 0014).
+        Index(
+            "ix_leads_unaddressed_phone",
+            "phone",
+            sqlite_where=text("email_key IS NULL"),
+            postgresql_where=text("email_key IS NULL"),
+        ),
     )
 
 

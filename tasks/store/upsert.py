@@ -297,6 +297,30 @@ def among(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement
     return column.in_(list(values))
 
 
+def joined_among(
+    session: Session, query: Select[Any], column: Any, values: Sequence[str]
+) -> Select[Any]:
+    """``query`` narrowed to the rows whose ``column`` is among ``values`` (text), as a join to
+    the values on PostgreSQL: a nested loop of index probes, one per value, whatever the table.
+
+    ``among``'s ``= ANY(array)`` leaves the plan to the planner's guess of how many rows match,
+    and for a batch's 5,000 addresses it guessed 5,000 wide rows: a sequential scan at 300k
+    leads (70 ms), a parallel bitmap scan at a million (45 ms, most of it starting workers),
+    for the few hundred found that 5,000 probes of the index return in 10 to 17 ms.
+    """
+    if (
+        session.get_bind().dialect.name != "postgresql"
+        or not values
+        or any(_UNIT in v for v in values)
+    ):
+        return query.where(among(session, column, values))
+    listed = func.string_to_array(
+        literal(_UNIT.join(values), NullType()), literal(_UNIT, NullType())
+    )
+    wanted = func.unnest(listed).table_valued("value").render_derived(name="wanted")
+    return query.join(wanted, column == wanted.c.value)
+
+
 def append_rows(
     session: Session,
     model: type[Base],
