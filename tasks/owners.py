@@ -144,6 +144,15 @@ class _Pools:
                 pools.append(pool)
         return pools
 
+    def build_all(self) -> None:
+        """Every pool the policy can draw from, each with its place read from the store now."""
+        for strategy in self.assignment.strategy:
+            if strategy == BY_REGION:
+                for region in self.assignment.regions:
+                    self._pool(f"{BY_REGION}:{region}", region)
+            else:
+                self._pool(ROUND_ROBIN, None)
+
     def _pool(self, rule: str, region: str | None) -> _Pool | None:
         if rule not in self._built:
             owners = [r.id for r in self.reps if region is None or r.region == region]
@@ -213,6 +222,11 @@ class Assigner:
         # The reps at their cap: once it holds them all, a lead is refused without asking
         # each pool's reps in turn (an import past everyone's cap asked them all per lead).
         self.full = {rep for rep, cap in self.caps.items() if self.load.get(rep, 0) >= cap}
+
+    def ready(self) -> None:
+        """Read what the pools need from the store now: afterwards ``pick`` reads nothing, so
+        it may run while the session is busy elsewhere (an import's statements' thread)."""
+        self.pools.build_all()
 
     def release(self, owner: int | None) -> None:
         """A lead leaving ``owner``: it stops counting against their cap."""

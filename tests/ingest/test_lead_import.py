@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from tasks.demo.generator import generate_book
-from tasks.grading import NewLeadGrades
-from tasks.ingest import cleaning
+from tasks.ingest import cleaning, lead_writes
 from tasks.ingest import leads as lead_import
+from tasks.ingest.lead_lookup import Lookup
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
 from tasks.ingest.reader import IngestFileError
 from tasks.runs import start_run
@@ -219,32 +221,58 @@ def test_outcomes_csv(session: Session, run_id: int, tmp_path: Path) -> None:
     assert header == ["row", "outcome", "lead_id", "reasons", "file"] and len(body) == 14
 
 
-def test_a_lead_created_by_a_concurrent_import_is_merged_into(
-    session: Session, run_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_second_import_at_once_waits_and_merges_into_the_first_ones_leads(
+    engine: Engine, run_id: int, tmp_path: Path
 ) -> None:
     path = tmp_path / "race.csv"
     path.write_text("Email,First Name,Phone,Country\nrace@acme.example,Rae,020 7946 0958,GB\n")
+    later = tmp_path / "later.csv"
+    later.write_text("Email,First Name,Company,Country\nRACE@acme.example,Rae,Acme,GB\n")
+    first = sessionmaker(engine)()
+    assert import_leads(first, [path], run_id=run_id, as_of=AS_OF).counts["accepted"] == 1
+    second: dict[str, object] = {}
+
+    def import_again() -> None:
+        with sessionmaker(engine)() as session:
+            second["result"] = import_leads(session, [later], run_id=run_id, as_of=AS_OF)
+            session.commit()
+
+    rival = threading.Thread(target=import_again)
+    rival.start()
+    rival.join(timeout=1.5)
+    assert rival.is_alive()  # waiting for the first import's transaction
+    first.commit()
+    first.close()
+    rival.join(timeout=30)
+    result = second["result"]
+    assert isinstance(result, lead_import.LeadImportResult)
+    assert result.counts == {"rows": 1, "accepted": 0, "merged": 1, "rejected": 0}
+    with sessionmaker(engine)() as session:
+        (lead,) = session.scalars(select(Lead)).all()
+        assert (lead.first_name, lead.phone, lead.company) == ("Rae", "+442079460958", "Acme")
+
+
+def test_a_lead_written_behind_the_imports_back_fails_it_whole(
+    session: Session, run_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer outside Nurture that stores a person between the import's lookup and its
+    insert is not merged over silently: the import fails and leaves nothing."""
+    path = tmp_path / "race.csv"
+    path.write_text(
+        "Email,First Name,Phone,Country\nrace@acme.example,Rae,020 7946 0958,GB\n"
+        "other@acme.example,Otto,,GB\n"
+    )
     rival = Lead(email="race@acme.example", email_key="race@acme.example", source="web",
                  status_changed_at=AS_OF, created_at=AS_OF, tags=[])  # fmt: skip
     session.add(rival)
-    session.flush()
-    # The rival's row lands after our lookup: the lookup is made to miss it once.
-    real = lead_import._Writer._stored
-    calls: list[int] = []
-
-    def late_lookup(self: lead_import._Writer, keys: set[str]) -> dict[str, lead_import._Stored]:
-        calls.append(1)
-        return {} if len(calls) == 1 else real(self, keys)
-
-    monkeypatch.setattr(lead_import._Writer, "_stored", late_lookup)
-    # Graded as the import task grades: the lead we did not create gets no first grade.
-    grades = NewLeadGrades(current_config(), AS_OF, run_id)
-    result = import_leads(session, [path], run_id=run_id, as_of=AS_OF, grades=grades)
-    assert result.counts == {"rows": 1, "accepted": 0, "merged": 1, "rejected": 0}
-    assert result.new_lead_ids == [] and count(session, Lead) == 1
-    assert grades.counts["grades_changed"] == 0 and count(session, Decision) == 1  # the merge
-    session.refresh(rival)
-    assert (rival.first_name, rival.phone) == ("Rae", "+442079460958")
+    session.commit()
+    # The rival's row lands after our lookup: the lookup is made to miss it.
+    monkeypatch.setattr(Lookup, "stored", lambda self, keys, leads=None: {})
+    with pytest.raises(IntegrityError):
+        import_leads(session, [path], run_id=run_id, as_of=AS_OF)
+    session.rollback()
+    assert count(session, Lead) == 1 and count(session, ImportRow) == 0
+    assert count(session, Decision) == 0
 
 
 def test_the_demo_book_imports_to_what_was_planted(
@@ -307,7 +335,6 @@ def test_the_import_task_creates_leads_with_an_address_nurturing_and_enrolled(
 
     from tasks.cadences.enrolment import first_due
     from tasks.ingest_tasks import import_leads_task
-    from tasks.stages import current_config
     from tasks.store.models import CadenceEnrolment, EnrolmentStatus
 
     file = tmp_path / "leads.csv"
@@ -348,7 +375,6 @@ def test_the_import_task_times_each_new_leads_first_step_in_the_leads_own_zone(
 
     from tasks.cadences.enrolment import first_due
     from tasks.ingest_tasks import import_leads_task
-    from tasks.stages import current_config
     from tasks.store.models import CadenceEnrolment
 
     file = tmp_path / "leads.csv"
@@ -392,7 +418,7 @@ def test_postgresqls_planner_is_told_of_the_leads_an_import_creates_as_they_doub
     analysed itself, so lookups into a table it grew from nothing are planned for its size."""
     if session.get_bind().dialect.name != "postgresql":
         pytest.skip("SQLite's planner keeps no statistics of this kind")
-    monkeypatch.setattr(lead_import, "INFORM_PLANNER_FROM", 2)
+    monkeypatch.setattr(lead_writes, "INFORM_PLANNER_FROM", 2)
     monkeypatch.setattr(cleaning, "BATCH", 2)
 
     def known_rows() -> float:
