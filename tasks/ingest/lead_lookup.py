@@ -44,6 +44,18 @@ class Stored:
     values: dict[str, Any]
 
 
+# What fuzzy matching reads of a candidate, in ``Person``'s order after its ref.
+_CANDIDATE_COLUMNS = (Lead.first_name, Lead.last_name, Lead.company_key, Lead.website,
+                      Lead.email_key, Lead.phone)  # fmt: skip
+Candidate = tuple[str | None, str | None, str | None, str | None, str | None, str | None]
+
+
+def candidate(values: Mapping[str, Any]) -> Candidate:
+    """A lead's values as fuzzy matching reads them (see ``_CANDIDATE_COLUMNS``)."""
+    return (values.get("first_name"), values.get("last_name"), values.get("company_key"),
+            values.get("website"), values.get("email_key"), values.get("phone"))  # fmt: skip
+
+
 @dataclass
 class Found:
     """A batch's view of the store, as of the writes that ran before it was read."""
@@ -51,8 +63,12 @@ class Found:
     stored: dict[str, Stored]  # exact key -> the lead it names
     holders: dict[int, set[int]]  # block key -> its holders, for keys not crowded
     crowded: set[int]  # block keys held by more than MAX_BLOCK leads
-    candidates: dict[int, Stored]  # holders (not merged away) by id, with their values
+    # Holders (not merged away) by id, with what matching reads of them: thousands a batch,
+    # of whom few match, so their other values are read only for those (``Lookup.values``).
+    candidates: dict[int, Candidate]
     ids: list[int] = field(default_factory=list)  # new lead ids, reserved
+    # Every lead read in full so far, by id: one ``Stored`` a lead, whichever key found it.
+    leads: dict[int, Stored] = field(default_factory=dict)
 
 
 class Lookup:
@@ -86,8 +102,9 @@ class Lookup:
             stored=self.stored(keys, leads),
             holders=holders,
             crowded=crowded,
-            candidates=self.values(wanted_leads, leads),
+            candidates=self.candidates(wanted_leads),
             ids=self.reserve(ids),
+            leads=leads,
         )
 
     def reserve(self, count: int) -> list[int]:
@@ -178,6 +195,20 @@ class Lookup:
         for key in crowded:
             holders.pop(key, None)
         return holders, crowded
+
+    def candidates(self, ids: Iterable[int]) -> dict[int, Candidate]:
+        """The stored leads of ``ids`` that are not merged away, as matching reads them: plain
+        text columns through Core, no entity, no JSON or date to convert (a million-row import
+        reads over a million candidates, most of them only to be told apart by name)."""
+        found: dict[int, Candidate] = {}
+        connection = self.session.connection()
+        for some in id_slices(self.session, sorted(ids)):
+            query = select(Lead.id, *_CANDIDATE_COLUMNS).where(
+                among(self.session, Lead.id, some), Lead.merged_into_id.is_(None)
+            )
+            for lead_id, *values in connection.execute(query):
+                found[lead_id] = tuple(values)  # type: ignore[assignment]
+        return found
 
     def values(
         self, ids: Iterable[int], leads: dict[int, Stored] | None = None

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from tasks.decisions import NewDecision
 from tasks.ingest.cleaning import CleanRow
 from tasks.ingest.keylog import KeyLog
-from tasks.ingest.lead_lookup import Found, Lookup, Stored
+from tasks.ingest.lead_lookup import Candidate, Found, Lookup, Stored, candidate
 from tasks.ingest.lead_writes import BatchStore, BatchWrites
 from tasks.ingest.matching import (
     MAX_BLOCK,
@@ -81,7 +81,10 @@ class Recent:
             stored[key] = self.by_key[key]
         # Every lead of the last batch, as the candidate the store cannot show yet (only those
         # holding one of this batch's keys are ever compared).
-        found.candidates.update(by_id)
+        found.leads.update(by_id)
+        found.candidates.update(
+            (lead_id, candidate(lead.values)) for lead_id, lead in by_id.items()
+        )
         for block, leads in self.match_keys.items():
             if block in wanted and block not in found.crowded:
                 holders = found.holders[block] = found.holders.get(block, set()) | leads
@@ -227,6 +230,7 @@ class LeadWriter:
             self._read_more(found, sorted(unread))
         holders, crowded = found.holders, found.crowded
         fuzzy = self._fuzzy(pending, creators, blocks, holders, crowded, found.candidates)
+        self._read_in_full(found, {j for j, _ in fuzzy.values() if isinstance(j, int)})
         redirect: dict[str, str] = {}  # absorbed pending key -> the pending key it joined
         by_fuzzy: dict[int, Match] = {}  # row index -> the match that merged it
         # (the lead's key, the row's block keys)
@@ -236,10 +240,10 @@ class LeadWriter:
             row = batch[index]
             incoming = pending.pop(key)
             pending_undated.discard(key)
-            if isinstance(joined, Stored):
-                known[key] = joined
-                into = updates.setdefault(joined.id, {})
-                filled[index] = fill(joined.values, incoming, into, self._origin(row), self.trust)
+            if isinstance(joined, int):
+                survivor = known[key] = found.leads[joined]
+                into = updates.setdefault(joined, {})
+                filled[index] = fill(survivor.values, incoming, into, self._origin(row), self.trust)
             else:
                 redirect[key] = joined
                 target = pending[joined]
@@ -284,7 +288,14 @@ class LeadWriter:
         found.crowded.update(crowded)
         wanted = {lead for leads in holders.values() for lead in leads} - found.candidates.keys()
         if wanted:
-            found.candidates.update(self.statements.call(self.lookup.values, wanted))
+            found.candidates.update(self.statements.call(self.lookup.candidates, wanted))
+
+    def _read_in_full(self, found: Found, ids: set[int]) -> None:
+        """The stored leads fuzzy matches merge into, with every value a merge may fill: read
+        now (after the writes before them) unless this batch or the last read them already."""
+        unread = sorted(ids - found.leads.keys())
+        if unread:
+            self.statements.call(self.lookup.values, unread, found.leads)
 
     def _origin(self, row: CleanRow) -> Provenance:
         return Provenance(row.lead.source, row.lead.created or self.as_of)
@@ -296,11 +307,11 @@ class LeadWriter:
         blocks: Mapping[str, Collection[int]],
         holders: dict[int, set[int]],
         crowded: set[int],
-        candidates: Mapping[int, Stored],
-    ) -> dict[str, tuple[Stored | str, Match]]:
+        candidates: Mapping[int, Candidate],
+    ) -> dict[str, tuple[int | str, Match]]:
         """The new people of this batch who are someone else: {their key: (who, the match)}.
 
-        "Who" is a stored lead, or the key of an earlier new person of this batch. Candidates
+        "Who" is a stored lead's id, or the key of an earlier new person of this batch. Candidates
         are the holders of the batch's block keys (``lead_match_keys`` and the key log); a key
         held by more than ``MAX_BLOCK`` leads is crowded and not followed. Matches are taken
         best first; the stored lead, else the earlier row, survives. A row that would join two
@@ -318,9 +329,7 @@ class LeadWriter:
                 for lead in leads:
                     held_by[lead].append(key)
         # Leads merged away are no candidates (the lookup leaves them out).
-        known = [
-            _person(lead, candidates[lead].values) for lead in sorted(held_by) if lead in candidates
-        ]
+        known = [Person(lead, *candidates[lead]) for lead in sorted(held_by) if lead in candidates]
         shares: dict[object, Iterable[int]] = dict(held_by.items())
         parent: dict[object, tuple[object, Match]] = {}
 
@@ -354,10 +363,10 @@ class LeadWriter:
                 continue
             survivor, absorbed = (a, b) if earlier(a, b) else (b, a)
             parent[absorbed] = (survivor, match)
-        found: dict[str, tuple[Stored | str, Match]] = {}
+        found: dict[str, tuple[int | str, Match]] = {}
         for ref, (_, match) in parent.items():
             final = root(ref)
-            found[str(ref)] = (candidates[final] if isinstance(final, int) else str(final), match)
+            found[str(ref)] = (final if isinstance(final, int) else str(final), match)
         return found
 
     def _create(self, pending: dict[str, dict[str, Any]], writes: BatchWrites) -> dict[str, int]:
