@@ -20,6 +20,8 @@ from tasks.store.models import (
     OpportunityStatus,
     OutboxEmail,
     Owner,
+    Run,
+    RunKind,
 )
 
 _seq = itertools.count(1)
@@ -31,6 +33,14 @@ def owner(session: Session, name: str = "Ava", region: str | None = None) -> Own
     session.add(row)
     session.flush()
     return row
+
+
+def run(session: Session, as_of: dt.datetime) -> int:
+    """A new import run: each lead import is a run of its own (its rows are keyed by it)."""
+    row = Run(kind=RunKind.INGEST, as_of=as_of, started_at=as_of, counts={})
+    session.add(row)
+    session.flush()
+    return row.id
 
 
 def lead(

@@ -92,7 +92,11 @@ class BatchStore:
             )
         if batch.import_rows:
             append_rows(self.session, ImportRow, batch.import_rows, prepared=("raw",))
-        note_decisions(self.session, batch.decisions, run_id=self.run_id, as_of=self.as_of)
+        # Merges and rejections: each key names this run and an input row of it, so none can
+        # exist yet.
+        note_decisions(
+            self.session, batch.decisions, run_id=self.run_id, as_of=self.as_of, new_keys=True
+        )
 
     def _insert_leads(self, rows: list[dict[str, Any]]) -> None:
         """Insert the new leads (their ids taken already), staged first so that ``grades``

@@ -21,6 +21,7 @@ from tasks.ingest.cleaning import cleaned
 from tasks.ingest.lead_writer import LeadWriter
 from tasks.ingest.outcomes import LeadImportResult, Outcome, stored_outcomes, write_outcomes_csv
 from tasks.ingest.reader import read_records, resolve_encoding
+from tasks.store.models import ImportKind, ImportRow
 
 if TYPE_CHECKING:
     from tasks.grading import NewLeadGrades
@@ -68,6 +69,7 @@ def import_leads(
     paths = [Path(f) for f in files]
     encodings = {path: _check_file(path, encoding, columns) for path in paths}
     _one_import_at_a_time(session)
+    _first_import_of(session, run_id)
     result = LeadImportResult()
     writer = LeadWriter(
         session,
@@ -100,6 +102,20 @@ def _one_import_at_a_time(session: Session) -> None:
     first created); SQLite's write lock (BEGIN IMMEDIATE) already does."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(IMPORT_LOCK)))
+
+
+def _first_import_of(session: Session, run_id: int) -> None:
+    """An import's decisions and rows are keyed by its run and its rows' places, and written
+    without a check for keys that exist: a second import in the same run would collide."""
+    seen = session.scalar(
+        select(ImportRow.id)
+        .where(ImportRow.run_id == run_id, ImportRow.kind == ImportKind.LEAD)
+        .limit(1)
+    )
+    if seen is not None:
+        raise ValueError(
+            f"run {run_id} has imported leads already: each import is a run of its own"
+        )
 
 
 def _check_file(path: Path, encoding: str | None, columns: Mapping[str, str] | None) -> str:

@@ -29,9 +29,9 @@ from tasks.store.models import (
     ImportRow,
     Lead,
     LeadStatus,
-    Run,
     RunKind,
 )
+from tests import builders
 from tests.ingest.conftest import AS_OF, FIXTURES
 
 FILES = [FIXTURES / name for name in ("hubspot_contacts.csv", "salesforce_leads.csv",
@@ -49,11 +49,8 @@ def by_email(session: Session, key: str) -> Lead:
     return lead
 
 
-def new_run(session: Session, as_of: dt.datetime) -> int:
-    run = Run(kind=RunKind.INGEST, as_of=as_of, started_at=as_of, counts={})
-    session.add(run)
-    session.flush()
-    return run.id
+def new_run(session: Session, as_of: dt.datetime = AS_OF) -> int:
+    return builders.run(session, as_of)
 
 
 @pytest.mark.parametrize("batch", [5_000, 3], ids=["one-batch", "batches-of-3"])
@@ -234,7 +231,7 @@ def test_a_second_import_at_once_waits_and_merges_into_the_first_ones_leads(
 
     def import_again() -> None:
         with sessionmaker(engine)() as session:
-            second["result"] = import_leads(session, [later], run_id=run_id, as_of=AS_OF)
+            second["result"] = import_leads(session, [later], run_id=new_run(session), as_of=AS_OF)
             session.commit()
 
     rival = threading.Thread(target=import_again)
@@ -275,6 +272,16 @@ def test_a_lead_written_behind_the_imports_back_fails_it_whole(
     assert count(session, Decision) == 0
 
 
+def test_a_run_imports_leads_once(session: Session, run_id: int) -> None:
+    """Its merges and rejections are keyed by the run and their rows' places and written
+    without a check for existing keys: a second import in the run is refused before it writes."""
+    import_leads(session, FILES[:1], run_id=run_id, as_of=AS_OF)
+    rows, decisions = count(session, ImportRow), count(session, Decision)
+    with pytest.raises(ValueError, match=f"run {run_id} has imported leads already"):
+        import_leads(session, FILES[1:], run_id=run_id, as_of=AS_OF)
+    assert (count(session, ImportRow), count(session, Decision)) == (rows, decisions)
+
+
 def test_the_demo_book_imports_to_what_was_planted(
     session: Session, run_id: int, tmp_path: Path
 ) -> None:
@@ -291,7 +298,7 @@ def test_the_demo_book_imports_to_what_was_planted(
         select(func.count()).select_from(Lead).where(Lead.email_key.is_(None))
     )
     assert phone_only == truth.phone_only
-    again = import_leads(session, book.lead_files, run_id=run_id, as_of=AS_OF)
+    again = import_leads(session, book.lead_files, run_id=new_run(session), as_of=AS_OF)
     assert again.counts["accepted"] == 0 and count(session, Lead) == truth.people
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tasks.ingest.leads import import_leads
+from tests import builders
 from tests.ingest.conftest import AS_OF
 from tests.plans import statements, whole_reads
 
@@ -31,7 +32,7 @@ def test_stored_leads_are_found_through_indexes(
     import_leads(session, [file], run_id=run_id, as_of=AS_OF)
     # The same rows again: all three are looked up.
     with statements(session.get_bind(), "SELECT leads.id, leads.email_key") as lookups:
-        import_leads(session, [file], run_id=run_id, as_of=AS_OF)
+        import_leads(session, [file], run_id=builders.run(session, AS_OF), as_of=AS_OF)
     assert lookups
     connection = session.connection()
     for statement, params in lookups:
@@ -55,7 +56,7 @@ def test_a_phone_lookup_reads_only_leads_without_an_address(
     again = tmp_path / "again.csv"
     again.write_text("Email,First Name,Last Name,Phone,Country\n,Bo,Chen,+1 415 555 0100,US\n")
     with statements(session.get_bind(), "SELECT leads.id, leads.email_key") as lookups:
-        result = import_leads(session, [again], run_id=run_id, as_of=AS_OF)
+        result = import_leads(session, [again], run_id=builders.run(session, AS_OF), as_of=AS_OF)
     assert result.counts["merged"] == 1
     # The lookup by phone (the other reads with these columns fetch fuzzy candidates by id).
     ((statement, params),) = [(s, p) for s, p in lookups if "leads.email_key IS NULL" in s]

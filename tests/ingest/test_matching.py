@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from tasks.ingest.leads import import_leads
 from tasks.ingest.matching import MAX_BLOCK, Person, block_keys, find_matches, fold_name
 from tasks.store.models import Decision, DecisionAction, Lead, LeadAlias, LeadMatchKey
+from tests import builders
 from tests.ingest.conftest import AS_OF
 
 
@@ -147,7 +148,7 @@ def test_import_merges_fuzzy_duplicates_with_reasons_and_keeps_every_address(
         "ana.silva@gmail.com,Silva,Ana,,,US\n"  # swapped, but nothing shared: kept apart
         "a.silva@acme.example,Ana,Silvaa,Acme,,US\n",
     )  # typo, same batch as Ana
-    result = import_leads(session, [second], run_id=run_id, as_of=AS_OF)
+    result = import_leads(session, [second], run_id=builders.run(session, AS_OF), as_of=AS_OF)
     assert result.counts == {"rows": 5, "accepted": 3, "merged": 2, "rejected": 0}
     smith = session.scalar(select(Lead).where(Lead.email_key == "robert.smith@acme.example"))
     ana = session.scalar(select(Lead).where(Lead.email_key == "ana@acme.example"))
@@ -172,7 +173,7 @@ def test_import_merges_fuzzy_duplicates_with_reasons_and_keeps_every_address(
     assert leads(session) == 5
 
     # The same file again creates nothing: the merged addresses are found as aliases.
-    again = import_leads(session, [second], run_id=run_id, as_of=AS_OF)
+    again = import_leads(session, [second], run_id=builders.run(session, AS_OF), as_of=AS_OF)
     assert again.counts["accepted"] == 0 and leads(session) == 5
 
 
@@ -205,7 +206,12 @@ def test_a_crowded_block_in_the_store_is_not_followed(
         header
         + "sam.lee@other.example,Sam,Lee,+1 415 555 0000,US\nsl@other2.example,Sam,Lee,+1 415 555 0199,US\n"
     )
-    result = import_leads(session, [write(tmp_path / "b.csv", later)], run_id=run_id, as_of=AS_OF)
+    result = import_leads(
+        session,
+        [write(tmp_path / "b.csv", later)],
+        run_id=builders.run(session, AS_OF),
+        as_of=AS_OF,
+    )
     assert (result.counts["accepted"], result.counts["merged"]) == (1, 1)
     merged = session.scalar(select(Decision).where(Decision.rule == "fuzzy"))
     assert merged is not None and merged.facts["evidence"] == ["phone"]
@@ -236,12 +242,20 @@ def test_a_crowded_key_keeps_a_crowd_of_holders_and_stays_crowded(
     assert leads(session) == MAX_BLOCK + 5
     assert session.scalar(holders) == MAX_BLOCK + 1
     import_leads(
-        session, [write(tmp_path / "b.csv", header + crowd(100, 5))], run_id=run_id, as_of=AS_OF
+        session,
+        [write(tmp_path / "b.csv", header + crowd(100, 5))],
+        run_id=builders.run(session, AS_OF),
+        as_of=AS_OF,
     )
     assert session.scalar(holders) == MAX_BLOCK + 1
     # Sam Lee on the crowded switchboard under a new address: no evidence, a new lead.
     again = header + "sam.lee@other.example,Sam,Lee,+1 415 555 0000,US\n"
-    result = import_leads(session, [write(tmp_path / "c.csv", again)], run_id=run_id, as_of=AS_OF)
+    result = import_leads(
+        session,
+        [write(tmp_path / "c.csv", again)],
+        run_id=builders.run(session, AS_OF),
+        as_of=AS_OF,
+    )
     assert (result.counts["accepted"], result.counts["merged"]) == (1, 0)
 
 
