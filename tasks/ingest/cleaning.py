@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from tasks.ingest.matching import Person, block_keys
+from tasks.ingest.matching import Person, ordered_block_keys
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import IngestFileError, Record, read_records
 from tasks.ingest.rows import fewer_collections, raw_json
@@ -63,9 +63,10 @@ class CleanRow:
 _row_fields = operator.attrgetter(*(f.name for f in fields(CleanRow)))
 
 
-def lead_blocks(lead: CleanLead) -> set[int]:
-    """The block keys of the lead a row would create, from its names as the store keeps them."""
-    return block_keys(
+def lead_blocks(lead: CleanLead) -> tuple[int, ...]:
+    """The block keys of the lead a row would create, from its names as the store keeps them,
+    in the same order in every process (see ``ordered_block_keys``)."""
+    return ordered_block_keys(
         Person(
             None,
             fit(Lead.first_name, lead.first_name),
@@ -121,7 +122,7 @@ def _clean_row(file: str, record: Record) -> CleanRow:
     key = None if lead.rejected else identity(
         lead.email_key, lead.phone, lead.first_name, lead.last_name, role=lead.email_role
     )  # fmt: skip
-    blocks = tuple(lead_blocks(lead)) if key else ()
+    blocks = lead_blocks(lead) if key else ()
     raw = raw_json(record.raw)
     return CleanRow(file, record.row_number, record.line_number, raw, lead, key, blocks)
 

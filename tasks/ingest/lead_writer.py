@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections import defaultdict, deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from tasks.ingest.matching import (
     Person,
     block_keys,
     census_key,
-    find_matches,
+    match_blocks,
 )
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.outcomes import LeadImportResult, Outcome
@@ -322,15 +322,20 @@ class LeadWriter:
             return {}
         # Everyone on a number is counted (crowding), never a candidate for that alone.
         census = {census_key(row["phone"]) for row in pending.values() if row.get("phone")}
-        # The keys each candidate shares with this batch: its blocks, without making them again.
-        held_by: dict[int, list[int]] = defaultdict(list)
-        for key, leads in holders.items():
-            if key not in crowded and key not in census:
-                for lead in leads:
-                    held_by[lead].append(key)
-        # Leads merged away are no candidates (the lookup leaves them out).
-        known = [Person(lead, *candidates[lead]) for lead in sorted(held_by) if lead in candidates]
-        shares: dict[object, Iterable[int]] = dict(held_by.items())
+        # The candidates that share a block with this batch; leads merged away are none (the
+        # lookup leaves them out).
+        held_leads = {
+            lead
+            for key, leads in holders.items()
+            if key not in crowded and key not in census
+            for lead in leads
+        }
+        phones = [candidates[lead][5] for lead in held_leads if lead in candidates]
+
+        def known(lead: object) -> Person | None:
+            values = candidates.get(lead)  # type: ignore[call-overload]
+            return Person(lead, *values) if values is not None else None
+
         parent: dict[object, tuple[object, Match]] = {}
 
         def root(ref: object) -> object:
@@ -352,12 +357,14 @@ class LeadWriter:
             for k in own_keys:
                 shared[k] += 1
         people = []
+        shares: dict[object, list[int]] = {}
         for pending_key, row in pending.items():
             useful = [k for k in blocks[pending_key] if k in held or shared[k] > 1]
             if useful:
                 people.append(_person(pending_key, row))
                 shares[pending_key] = useful
-        for match in find_matches(people, known, crowded=crowded, keys=shares):
+        matches = match_blocks(people, shares, holders, known, phones, crowded=crowded)
+        for match in matches:
             a, b = root(match.a), root(match.b)
             if a == b or (isinstance(a, int) and isinstance(b, int)):
                 continue

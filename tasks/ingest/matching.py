@@ -23,11 +23,14 @@ decision's facts.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
+import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import Any
 
 import jellyfish
 from anyascii import anyascii
@@ -86,13 +89,20 @@ class _Folded:
 def block_keys(person: Person) -> set[int]:
     """The person's block keys as signed 64-bit hashes (what the store keeps); none without
     both names."""
+    return set(ordered_block_keys(person))
+
+
+def ordered_block_keys(person: Person) -> tuple[int, ...]:
+    """``block_keys`` in an order that is the same in every process (a set's is not: its
+    strings hash differently in each), so that what is compared first, and wins a tie, is too.
+    """
     folded = _fold(person)
     if folded is None:
-        return set()
-    keys = {_hashed(k) for k in _block_keys(folded)}
+        return ()
+    keys = _folded_keys(folded)
     if person.phone:
-        keys.add(census_key(person.phone))
-    return keys
+        keys.append(census_key(person.phone))
+    return tuple(dict.fromkeys(keys))
 
 
 def find_matches(
@@ -112,37 +122,82 @@ def find_matches(
     yield no pairs either. ``keys`` may give a person's block keys by ref, already made (the
     store keeps them): they are not made again.
     """
+    given = keys or {}
+    by_ref: dict[object, Person] = {}
+    holders: dict[int, list[object]] = defaultdict(list)
+    for person in known:
+        folded = _fold(person)
+        if folded is None:
+            continue
+        by_ref[person.ref] = person
+        own = given.get(person.ref)
+        for key in own if own is not None else _folded_keys(folded):
+            holders[key].append(person.ref)
+    phones = [person.phone for person in by_ref.values()]
+    return match_blocks(
+        incoming, given, holders, by_ref.get, phones, crowded=crowded, max_block=max_block
+    )
+
+
+def match_blocks(
+    incoming: Sequence[Person],
+    keys: Mapping[object, Iterable[int]],
+    holders: Mapping[int, Collection[object]],
+    known: Callable[[object], Person | None],
+    phones: Iterable[str | None],
+    *,
+    crowded: Iterable[int] = (),
+    max_block: int = MAX_BLOCK,
+) -> list[Match]:
+    """``find_matches`` with the known people listed by block key: ``holders`` maps a key to
+    the refs of the known people holding it, ``known`` gives a ref's person (None: not one to
+    compare, such as a lead merged away), ``phones`` the known people's phones (everyone on a
+    number counts towards crowding it). ``keys`` may give an incoming person's keys.
+
+    Only the blocks an incoming person is in are visited, and a known person is folded only
+    when such a block holds them: a batch's candidates number thousands, most of whom share
+    a block with nobody new, and pairing every block's members (the known with each other
+    too, only to skip each such pair) was most of the matching's time.
+    """
     new = [f for f in map(_fold, incoming) if f is not None]
-    old = [f for f in map(_fold, known) if f is not None]
-    fresh = {id(f) for f in new}
     skip = set(crowded)
     # Everyone on each number here, and numbers the store already finds crowded.
     on_number: dict[str, int] = defaultdict(int)
-    for folded in (*new, *old):
-        if folded.person.phone:
-            on_number[folded.person.phone] += 1
+    for phone in itertools.chain((f.person.phone for f in new), phones):
+        if phone:
+            on_number[phone] += 1
     crowded_numbers = {
         phone for phone, n in on_number.items() if n > max_block or census_key(phone) in skip
     }
-    census = {census_key(phone) for phone in on_number}
-    blocks: dict[int, list[_Folded]] = defaultdict(list)
-    for folded in (*new, *old):
-        given = keys.get(folded.person.ref) if keys is not None else None
-        hashed_keys = given if given is not None else map(_hashed, _block_keys(folded))
-        for hashed in hashed_keys:
+    # A number's census key counts the people on it: it is never a block.
+    census = {census_key(f.person.phone) for f in new if f.person.phone}
+    blocks: dict[int, list[_Folded]] = defaultdict(list)  # key -> the incoming holding it
+    for folded in new:
+        own = keys.get(folded.person.ref)
+        for hashed in own if own is not None else _folded_keys(folded):
             if hashed not in skip and hashed not in census:
                 blocks[hashed].append(folded)
+    folds: dict[object, _Folded | None] = {}
+
+    def fold(ref: object) -> _Folded | None:
+        if ref not in folds:
+            person = known(ref)
+            folds[ref] = _fold(person) if person is not None else None
+        return folds[ref]
+
     seen: set[tuple[int, int]] = set()
     matches: list[Match] = []
-    for members in blocks.values():
-        if len(members) < 2 or len(members) > max_block:
+    for key, fresh in blocks.items():
+        refs = holders.get(key, ())
+        if len(fresh) + len(refs) < 2:
             continue
-        if not any(id(m) in fresh for m in members):
+        # The incoming first, then the known in ref order: every pair with an incoming person
+        # in it starts with one.
+        block = fresh + [f for f in map(fold, sorted(refs)) if f is not None]  # type: ignore[type-var]
+        if len(block) < 2 or len(block) > max_block:
             continue
-        for i, a in enumerate(members):
-            for b in members[i + 1 :]:
-                if id(a) not in fresh and id(b) not in fresh:
-                    continue
+        for i, a in enumerate(fresh):
+            for b in block[i + 1 :]:
                 pair = (min(id(a), id(b)), max(id(a), id(b)))
                 if pair in seen:
                     continue
@@ -377,19 +432,51 @@ def _organisations(
     return frozenset(orgs)
 
 
-def _block_keys(folded: _Folded) -> Iterator[tuple[str, ...]]:
-    codes = {_phonetic(folded.first.split()[0]), *(_phonetic(p) for p in folded.last.split())}
-    codes.discard("")
-    # Websites and work-address domains are one namespace: the company's domain.
-    places = {("domain" if kind != "company" else kind, value) for kind, value in folded.orgs}
-    for kind, value in places:
-        for code in codes:
-            yield (kind, value, code)
+def _folded_keys(folded: _Folded) -> list[int]:
+    """The hashes of the person's blocks: each of their places (organisations) with the
+    phonetic code of each of their names, and their phone with each code.
+
+    A key is the blake2b of its parts joined by the unit separator; each place's and phone's
+    part is hashed once and the hasher copied for each code, a million rows making seven
+    million keys.
+    """
+    codes = _codes(folded.first, folded.last)
+    keys = [_extended(place, code) for place in _places(folded.orgs) for code in codes]
     # A shared number is a block only together with a name that sounds alike: a switchboard's
     # hundred colleagues are never compared with one another.
     if folded.person.phone:
-        for code in codes:
-            yield ("phone", folded.person.phone, code)
+        number = _prefix(("phone", folded.person.phone))
+        keys.extend(_extended(number, code) for code in codes)
+    return keys
+
+
+@lru_cache(maxsize=1 << 16)
+def _codes(first: str, last: str) -> tuple[bytes, ...]:
+    """The phonetic codes of the first given name and of each part of the surname, sorted."""
+    codes = {_phonetic(first.split()[0]), *(_phonetic(p) for p in last.split())}
+    codes.discard("")
+    return tuple(code.encode() for code in sorted(codes))
+
+
+@lru_cache(maxsize=1 << 16)
+def _places(orgs: frozenset[tuple[str, str]]) -> tuple[Any, ...]:
+    """A hasher primed with each of the person's places, in order."""
+    # Websites and work-address domains are one namespace: the company's domain.
+    places = {("domain" if kind != "company" else kind, value) for kind, value in orgs}
+    return tuple(_prefix(place) for place in sorted(places))
+
+
+def _prefix(parts: tuple[str, ...]) -> Any:
+    return hashlib.blake2b(("\x1f".join(parts) + "\x1f").encode(), digest_size=8)
+
+
+def _extended(prefix: Any, code: bytes) -> int:
+    hasher = prefix.copy()
+    hasher.update(code)
+    return int(_SIGNED_64(hasher.digest())[0])
+
+
+_SIGNED_64 = struct.Struct(">q").unpack
 
 
 def census_key(phone: str) -> int:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,34 @@ def P(ref: object, first: str | None, last: str | None, **kw: str) -> Person:
 
 def pairs(incoming: list[Person], known: list[Person] = ()) -> set[frozenset[object]]:  # type: ignore[assignment]
     return {frozenset((m.a, m.b)) for m in find_matches(incoming, known)}
+
+
+def test_block_keys_come_in_the_same_order_in_every_process() -> None:
+    """The order decides which pair is compared first and so which match wins a tie: it must
+    not follow the per-process hashing of strings (PYTHONHASHSEED)."""
+    code = (
+        "from tasks.ingest.matching import Person, ordered_block_keys; "
+        "print(list(ordered_block_keys(Person(1, 'Mary Ann', 'Garcia Lopez', 'acme', "
+        "'acme.com', 'mary@acme-mail.com', '+14155550100'))))"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        ).stdout
+        for seed in range(1, 7)
+    }
+    assert len(seen) == 1
+    keys = ast.literal_eval(seen.pop())
+    assert len(keys) == len(set(keys)) > 10
+    assert set(keys) == block_keys(
+        P(1, "Mary Ann", "Garcia Lopez", company_key="acme", website="acme.com",
+          email_key="mary@acme-mail.com", phone="+14155550100")
+    )  # fmt: skip
 
 
 def test_names_fold_to_ascii_letters() -> None:
