@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import jellyfish
 from anyascii import anyascii
@@ -52,9 +52,11 @@ ONE_SLIP = 0.93
 AMBIGUITY_MARGIN = 0.02
 
 
-@dataclass(frozen=True, slots=True)
-class Person:
-    """What matching reads of a lead or an incoming row. ``ref`` is the caller's handle."""
+class Person(NamedTuple):
+    """What matching reads of a lead or an incoming row. ``ref`` is the caller's handle.
+
+    A tuple: a batch makes tens of thousands, and a frozen dataclass is three times as slow
+    to make."""
 
     ref: object
     first_name: str | None
@@ -78,8 +80,7 @@ class Match:
         return f"names {self.names} ({self.score:.2f}) and same {' and '.join(self.evidence)}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Folded:
+class _Folded(NamedTuple):
     person: Person
     first: str
     last: str
@@ -161,51 +162,70 @@ def match_blocks(
     """
     new = [f for f in map(_fold, incoming) if f is not None]
     skip = set(crowded)
-    # Everyone on each number here, and numbers the store already finds crowded.
+    # Everyone on each number here; a number is crowded by them, or already in the store.
+    # Only the incoming's own numbers are asked about (every pair starts with one).
     on_number: dict[str, int] = defaultdict(int)
     for phone in itertools.chain((f.person.phone for f in new), phones):
         if phone:
             on_number[phone] += 1
-    crowded_numbers = {
-        phone for phone, n in on_number.items() if n > max_block or census_key(phone) in skip
-    }
     # A number's census key counts the people on it: it is never a block.
-    census = {census_key(f.person.phone) for f in new if f.person.phone}
-    blocks: dict[int, list[_Folded]] = defaultdict(list)  # key -> the incoming holding it
-    for folded in new:
-        own = keys.get(folded.person.ref)
-        for hashed in own if own is not None else _folded_keys(folded):
-            if hashed not in skip and hashed not in census:
-                blocks[hashed].append(folded)
+    censuses = {f.person.phone: census_key(f.person.phone) for f in new if f.person.phone}
+    census = set(censuses.values())
+    crowded_numbers = {
+        phone for phone, key in censuses.items() if on_number[phone] > max_block or key in skip
+    }
+    own: list[list[int]] = []  # each incoming person's keys that may be blocks
+    fresh: dict[int, list[int]] = defaultdict(list)  # key -> the incoming holding it, in order
+    for index, folded in enumerate(new):
+        given = keys.get(folded.person.ref)
+        mine = [
+            k
+            for k in (given if given is not None else _folded_keys(folded))
+            if k not in skip and k not in census
+        ]
+        own.append(mine)
+        for k in mine:
+            fresh[k].append(index)
     folds: dict[object, _Folded | None] = {}
+    olds: dict[int, list[_Folded]] = {}  # key -> the known holding it, folded, in ref order
 
-    def fold(ref: object) -> _Folded | None:
-        if ref not in folds:
-            person = known(ref)
-            folds[ref] = _fold(person) if person is not None else None
-        return folds[ref]
+    def known_of(key: int) -> list[_Folded]:
+        found = olds.get(key)
+        if found is None:
+            found = olds[key] = []
+            for ref in sorted(holders.get(key, ())):  # type: ignore[type-var]
+                if ref not in folds:
+                    person = known(ref)
+                    folds[ref] = _fold(person) if person is not None else None
+                if (folded := folds[ref]) is not None:
+                    found.append(folded)
+        return found
 
-    seen: set[tuple[int, int]] = set()
+    # Each incoming person meets the people of each of their blocks (a block of more than
+    # ``max_block`` is no evidence): the incoming after them in order, and the known. A
+    # person is compared with another once, however many blocks they share.
     matches: list[Match] = []
-    for key, fresh in blocks.items():
-        refs = holders.get(key, ())
-        if len(fresh) + len(refs) < 2:
+    for index, a in enumerate(new):
+        others: dict[int, _Folded] = {}
+        for key in own[index]:
+            together = fresh[key]
+            if len(together) > max_block:
+                continue
+            old = known_of(key) if key in holders else []
+            if not 2 <= len(together) + len(old) <= max_block:
+                continue
+            for other in together:
+                if other > index:
+                    others.setdefault(id(new[other]), new[other])
+            for b in old:
+                others.setdefault(id(b), b)
+        if not others:
             continue
-        # The incoming first, then the known in ref order: every pair with an incoming person
-        # in it starts with one.
-        block = fresh + [f for f in map(fold, sorted(refs)) if f is not None]  # type: ignore[type-var]
-        if len(block) < 2 or len(block) > max_block:
-            continue
-        for i, a in enumerate(fresh):
-            for b in block[i + 1 :]:
-                pair = (min(id(a), id(b)), max(id(a), id(b)))
-                if pair in seen:
-                    continue
-                seen.add(pair)
-                phone_ok = a.person.phone is not None and a.person.phone not in crowded_numbers
-                match = compare(a, b, phone_block_ok=phone_ok)
-                if match is not None:
-                    matches.append(match)
+        phone_ok = a.person.phone is not None and a.person.phone not in crowded_numbers
+        for b in others.values():
+            match = compare(a, b, phone_block_ok=phone_ok)
+            if match is not None:
+                matches.append(match)
     matches.sort(key=lambda m: -m.score)
     return _unambiguous(matches, {id(f): f.person.ref for f in new})
 
@@ -296,6 +316,7 @@ def _pair_score(
     return min(similarity, surname), how
 
 
+@lru_cache(maxsize=1 << 18)  # names repeat: each pair of spellings is weighed once
 def _surname_similarity(a: str, b: str) -> float:
     if not a or not b:
         return 0.0
@@ -320,6 +341,7 @@ def _surname_similarity(a: str, b: str) -> float:
     return float(JaroWinkler.similarity(a, b))
 
 
+@lru_cache(maxsize=1 << 18)
 def _first_name_agreement(a: str, b: str) -> tuple[float, str] | None:
     if not a or not b:
         return None
