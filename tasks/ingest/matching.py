@@ -247,19 +247,17 @@ def _unambiguous(matches: list[Match], fresh: dict[int, object]) -> list[Match]:
                 best[me].append((m.score, other))
     doubtful = set()
     for me, scored in best.items():
-        scored.sort(key=lambda so: -so[0])
-        top = scored[0]
-        # A rival is someone the best fit is not itself a match for (two rows of one person
-        # in the same file fit each other and the stored lead: no doubt there).
-        rival = next(
-            (
-                so
-                for so in scored[1:]
-                if so[1] != top[1] and frozenset((so[1], top[1])) not in linked
-            ),
-            None,
-        )
-        if rival is not None and top[0] - rival[0] < AMBIGUITY_MARGIN:
+        top = max(score for score, _ in scored)
+        near = [other for score, other in scored if top - score < AMBIGUITY_MARGIN]
+        # A rival of a best fit is someone near as good whom that fit is not itself a match
+        # for (two rows of one person in the same file fit each other and the stored lead: no
+        # doubt there). Of several equally best fits, one without a rival will do: which of
+        # them came first is no reason to doubt.
+        if not any(
+            all(other == fit or frozenset((other, fit)) in linked for other in near)
+            for score, fit in scored
+            if score == top
+        ):
             doubtful.add(me)
     return [m for m in matches if m.a not in doubtful and m.b not in doubtful]
 

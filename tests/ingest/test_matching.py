@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import subprocess
 import sys
@@ -13,7 +14,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tasks.ingest.leads import import_leads
-from tasks.ingest.matching import MAX_BLOCK, Person, block_keys, find_matches, fold_name
+from tasks.ingest.matching import (
+    MAX_BLOCK,
+    Match,
+    Person,
+    _unambiguous,
+    block_keys,
+    find_matches,
+    fold_name,
+)
 from tasks.store.models import Decision, DecisionAction, Lead, LeadAlias, LeadMatchKey
 from tests import builders
 from tests.ingest.conftest import AS_OF
@@ -321,6 +330,21 @@ def test_a_row_that_fits_two_stored_people_equally_fits_neither() -> None:
         P(5, "M.", "Costa", company_key="ngc"),
     ]
     assert pairs(again, [megan]) == {frozenset((4, 1)), frozenset((5, 1)), frozenset((4, 5))}
+
+
+def test_of_equally_best_fits_one_that_no_other_fit_contradicts_will_do() -> None:
+    """FEBRL3's William Bracci: a row fits three records of him equally; two of those are no
+    match for each other (nothing shared), but both are for the third. Whichever fit came
+    first, the row is no doubt: before, it was dropped when the first was one of the two."""
+    fits = [Match(2, 3, 1.0, "same", ("website",)), Match(2, 0, 1.0, "same", ("phone",)),
+            Match(2, 1, 1.0, "same", ("phone",))]  # fmt: skip
+    among = [Match(0, 3, 1.0, "same", ("website",)), Match(0, 1, 1.0, "same", ("phone",))]
+    for order in itertools.permutations(fits):
+        kept = _unambiguous([*order, *among], {id(r): r for r in (0, 1, 2, 3)})
+        assert {(m.a, m.b) for m in kept} == {(2, 3), (2, 0), (2, 1), (0, 3), (0, 1)}
+    # A rival that contradicts every best fit still makes the row doubtful.
+    rival = [*fits[:1], Match(2, 9, 0.99, "close", ("company",))]
+    assert _unambiguous(rival, {id(2): 2}) == []
 
 
 def test_accuracy_on_generated_duplicates_with_the_hard_cases(
