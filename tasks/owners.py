@@ -13,11 +13,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    TableClause,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from tasks.config.models import Assignment, OwnerEntry, Owners
@@ -266,6 +279,75 @@ def assignment_decisions(
         else _assigned(lead, picked[0], picked[1], exclude, stamp)
         for lead, picked in picks.items()
     ]
+
+
+# What an assignment decision says beyond its lead and owner: (rule, reason, region).
+Verdict = tuple[str, str | None, str | None]
+
+
+def verdict(picked: tuple[int, _Pool] | str) -> Verdict:
+    """What the decision about a lead given ``picked`` (see ``Assigner.pick``) will say."""
+    if isinstance(picked, str):
+        return UNASSIGNED, picked, None
+    return picked[1].rule, None, picked[1].region
+
+
+def insert_assignments(
+    session: Session,
+    leads: TableClause,
+    verdicts: Sequence[Verdict],
+    *,
+    as_of: dt.datetime,
+    run_id: int | None,
+) -> None:
+    """The decisions ``assignment_decisions`` makes about new leads (none released), made by
+    one INSERT ... SELECT from a table of them: ``leads`` has their ``id``, ``owner_id`` and
+    ``owner_verdict``, the index in ``verdicts`` of what their decision says (NULL: none).
+
+    An import's new leads are staged before they are stored: building a decision in Python
+    for each of a million of them, then copying it, cost more than storing the lead itself.
+    The leads are new, so no key can exist yet: nothing is checked.
+    """
+    if not verdicts:
+        return
+    dialect = session.get_bind().dialect.name
+    build = func.json_build_object if dialect == "postgresql" else func.json_object
+    index = leads.c.owner_verdict
+
+    def said(part: int) -> ColumnElement[Any]:
+        given = {i: v[part] for i, v in enumerate(verdicts) if v[part] is not None}
+        if not given:
+            return null()
+        return case(given, value=index)  # type: ignore[arg-type]
+
+    rule, reason, region = said(0), said(1), said(2)
+    owner = leads.c.owner_id
+    owner_fact = (literal("owner_id", String), owner)
+    facts = case(
+        (region.is_not(None), build(*owner_fact, literal("region", String), region)),
+        else_=build(*owner_fact),
+    )
+    stamp = literal(":" + as_of.isoformat(), String)
+    key = case((owner.is_(None), literal("unassigned:", String)), else_=literal("assign:", String))
+    d = Decision
+    rows = (
+        select(
+            key + cast(leads.c.id, String) + stamp,
+            literal(run_id, d.run_id.type),
+            literal(as_of, d.as_of.type),
+            literal(DecisionAction.ASSIGN_OWNER, d.action.type),
+            rule,
+            leads.c.id,
+            reason,
+            facts,
+            literal(dt.datetime.now(dt.UTC), d.created_at.type),
+        )
+        .where(index.is_not(None))
+        .order_by(leads.c.id)
+    )
+    names = ["dedupe_key", "run_id", "as_of", "action", "rule", "lead_id", "reason", "facts",
+             "created_at"]  # fmt: skip
+    session.execute(insert(Decision).from_select(names, rows))
 
 
 def assign_owners(

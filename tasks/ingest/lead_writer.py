@@ -28,7 +28,7 @@ from tasks.decisions import NewDecision
 from tasks.ingest.cleaning import CleanRow
 from tasks.ingest.keylog import KeyLog
 from tasks.ingest.lead_lookup import Candidate, Found, Lookup, Stored, candidate
-from tasks.ingest.lead_writes import BatchStore, BatchWrites
+from tasks.ingest.lead_writes import VERDICT, BatchStore, BatchWrites
 from tasks.ingest.matching import (
     MAX_BLOCK,
     Match,
@@ -40,7 +40,7 @@ from tasks.ingest.matching import (
 from tasks.ingest.normalise import CleanLead
 from tasks.ingest.outcomes import LeadImportResult, Outcome
 from tasks.ingest.survivorship import FILLABLE, Provenance, dated, fill, fillable
-from tasks.owners import assignment_decisions
+from tasks.owners import Verdict, verdict
 from tasks.store.in_order import InOrder
 from tasks.store.models import (
     DecisionAction,
@@ -133,7 +133,11 @@ class LeadWriter:
         self.recent = Recent()
         self.ids: deque[int] = deque()  # reserved for the leads still to be created
         self.lookup = Lookup(session)
-        self.store = BatchStore(session, run_id, as_of, grades)
+        # What the new leads' assignment decisions say, by index (see ``_owners_for``): only
+        # ever appended to, so the store's thread reads it safely.
+        self.verdicts: list[Verdict] = []
+        self.verdict_index: dict[Verdict, int] = {}
+        self.store = BatchStore(session, run_id, as_of, grades, self.verdicts)
         self.statements = InOrder("lead-import-statements")
         self.unwritten: BatchWrites | None = None  # the last batch's, handed over after reads
 
@@ -381,24 +385,27 @@ class LeadWriter:
         keys = list(pending)
         ids = [self.ids.popleft() for _ in keys]
         rows = [{**pending[key], "id": lead_id} for key, lead_id in zip(keys, ids, strict=True)]
-        picks = self._owners_for(rows)
+        self._owners_for(rows)
         writes.new_leads = rows
-        if picks:
-            writes.owner_decisions = assignment_decisions(picks, self.as_of)
         return dict(zip(keys, ids, strict=True))
 
-    def _owners_for(self, rows: list[dict[str, Any]]) -> dict[int, tuple[int, Any] | str]:
+    def _owners_for(self, rows: list[dict[str, Any]]) -> None:
         """Give the new leads their owners in the rows that create them, in id order (what the
-        owners' round robins follow); return each lead's pick (see ``Assigner.pick``)."""
+        owners' round robins follow), and say what each one's decision will say: the index of
+        its verdict in ``verdicts`` (a handful, whatever the number of leads)."""
         if self.owners is None or not self.owners.reps:
-            return {}
-        picks: dict[int, tuple[int, Any] | str] = {}
+            return
+        known = self.verdict_index
         for row in rows:
-            picked = picks[row["id"]] = self.owners.pick(row["country"])
+            picked = self.owners.pick(row["country"])
             owned = not isinstance(picked, str)
             row["owner_id"] = picked[0] if owned else None
             row["owner_assigned_at"] = self.as_of if owned else None
-        return picks
+            said = verdict(picked)
+            if said not in known:
+                known[said] = len(self.verdicts)
+                self.verdicts.append(said)
+            row[VERDICT] = known[said]
 
     def _lead_row(self, lead: CleanLead) -> dict[str, Any]:
         # A lead exists from its created date on (the flows only see leads created by their

@@ -8,14 +8,16 @@ while the writer judges the next batch. Nothing here decides anything.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import TableClause, select, text, true
+from sqlalchemy import Integer, TableClause, select, text, true
 from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, note_decisions
 from tasks.ingest.rows import update_by_id
+from tasks.owners import Verdict, insert_assignments
 from tasks.spans import LeadSpan
 from tasks.store.models import ImportRow, Lead, LeadAlias, LeadMatchKey
 from tasks.store.upsert import (
@@ -32,6 +34,8 @@ from tasks.store.upsert import (
 if TYPE_CHECKING:
     from tasks.grading import NewLeadGrades, StagedGrades
 
+# The staged new leads' column naming their assignment decision's verdict (see ``BatchStore``).
+VERDICT = "owner_verdict"
 # Leads an import creates before PostgreSQL's planner is first told of them; then at each
 # doubling (six ANALYZEs, 2.7 s in all, in a million-row import).
 INFORM_PLANNER_FROM = 20_000
@@ -41,8 +45,8 @@ INFORM_PLANNER_FROM = 20_000
 class BatchWrites:
     """A batch's rows to write, in the order they are written."""
 
-    new_leads: list[dict[str, Any]] = field(default_factory=list)  # with ids and owners
-    owner_decisions: list[NewDecision] = field(default_factory=list)
+    # With ids, owners and their assignment decisions' verdicts (see ``insert_assignments``).
+    new_leads: list[dict[str, Any]] = field(default_factory=list)
     created_so_far: int = 0  # leads the import has created with this batch's
     updates: list[dict[str, Any]] = field(default_factory=list)  # {"id": ..., field: value}
     aliases: list[dict[str, Any]] = field(default_factory=list)
@@ -60,8 +64,10 @@ class BatchStore:
         run_id: int,
         as_of: dt.datetime,
         grades: NewLeadGrades | None = None,
+        verdicts: Sequence[Verdict] = (),
     ) -> None:
         self.session, self.run_id, self.as_of, self.grades = session, run_id, as_of, grades
+        self.verdicts = verdicts
         # Each batch's new leads are staged under one name: what reads them compiles once.
         self.stage_name = temp_name("staged_leads")
         # The number of leads created at which the planner is next told of them.
@@ -69,15 +75,6 @@ class BatchStore:
 
     def write(self, batch: BatchWrites) -> None:
         self._insert_leads(batch.new_leads)
-        if batch.owner_decisions:
-            # Each names a lead this import created: none can exist yet.
-            note_decisions(
-                self.session,
-                batch.owner_decisions,
-                run_id=self.run_id,
-                as_of=self.as_of,
-                new_keys=True,
-            )
         self._inform_planner(batch.created_so_far)
         self._update_leads(batch.updates)
         if batch.aliases:
@@ -104,15 +101,19 @@ class BatchStore:
         written once."""
         if not rows:
             return
-        names = list(rows[0])
-        with staged(self.session, Lead, rows, "leads", name=self.stage_name) as stage:
+        names = [name for name in rows[0] if name != VERDICT]
+        extra = [(VERDICT, Integer())]
+        with staged(self.session, Lead, rows, "leads", name=self.stage_name, extra=extra) as stage:
             if self.grades is None:
                 self._insert_staged(stage, names, None)
-                return
-            span = LeadSpan(rows[0]["id"], rows[-1]["id"])
-            with self.grades.over(self.session, stage, span) as born:
-                self._insert_staged(stage, names, born)
-                born.record(self.session, lost=[])
+            else:
+                span = LeadSpan(rows[0]["id"], rows[-1]["id"])
+                with self.grades.over(self.session, stage, span) as born:
+                    self._insert_staged(stage, names, born)
+                    born.record(self.session, lost=[])
+            insert_assignments(
+                self.session, stage, self.verdicts, as_of=self.as_of, run_id=self.run_id
+            )
 
     def _insert_staged(
         self, stage: TableClause, names: list[str], born: StagedGrades | None

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Enum,
     Executable,
     Integer,
+    MetaData,
     Select,
     String,
     Table,
@@ -37,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.visitors import InternalTraversal
-from sqlalchemy.types import NullType
+from sqlalchemy.types import NullType, TypeEngine
 
 from tasks.store.models import Base
 
@@ -471,18 +472,30 @@ def staged(
     hint: str,
     *,
     name: str | None = None,
+    extra: Sequence[tuple[str, TypeEngine[Any]]] = (),
 ) -> Iterator[TableClause]:
     """The rows in a temporary table shaped like the model's (every column; those the rows do
     not carry are NULL) while the block runs: SQL can then work on rows before they are
-    written (see grading's ``NewLeadGrades``). Dropped as ``kept`` tables are; ``name`` as
-    there."""
+    written (see grading's ``NewLeadGrades``). ``extra``: columns beyond the model's, (name,
+    type), for what the rows carry that the model does not keep. Dropped as ``kept`` tables
+    are; ``name`` as there."""
     target = table(model)
     name = name or temp_name(f"staged_{hint}")
     connection = session.connection()
     connection.exec_driver_sql(
         f"CREATE TEMP TABLE {name} AS SELECT * FROM {target.name} WHERE 1 = 0"
     )
+    for extra_name, kind in extra:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {name} ADD COLUMN {extra_name} {kind.compile(connection.dialect)}"
+        )
+    shape = Table(
+        name,
+        MetaData(),
+        *(Column(c.name, c.type) for c in target.columns),
+        *(Column(extra_name, kind) for extra_name, kind in extra),
+    )
     if rows:
-        _append(connection, target, name, rows)
-    yield table_clause(name, *(column(c.name, c.type) for c in target.columns))
+        _append(connection, shape, name, rows)
+    yield table_clause(name, *(column(c.name, c.type) for c in shape.columns))
     connection.exec_driver_sql(f"DROP TABLE {name}")
