@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from sqlalchemy import select
 
-from tasks.cadences.enrolment import enrol, lead_zone
+from tasks.cadences.new_leads import NewLeadEnrolment
 from tasks.grading import NewLeadGrades, grade_and_score
 from tasks.ingest.crm import import_activities, import_opportunities
 from tasks.ingest.leads import import_leads, stored_outcomes, write_outcomes_csv
@@ -20,10 +20,7 @@ from tasks.owners import Assigner, sync_owners
 from tasks.runs import finish_run, start_run
 from tasks.stages import current_config
 from tasks.store.db import session_scope
-from tasks.store.models import ImportKind, ImportOutcome, ImportRow, Lead, RunKind
-
-# New leads enrolled per round: bounds memory on a million-row import.
-CHUNK = 50_000
+from tasks.store.models import ImportKind, ImportOutcome, ImportRow, RunKind
 
 
 @task(name="import-leads", cache_policy=NONE, persist_result=False)
@@ -37,6 +34,9 @@ def import_leads_task(
         sync_owners(session, config.owners)
         # New leads are created graded and owned: each is written once.
         born = NewLeadGrades(config, as_of, run.id)
+        enrolling = any(c.enrol == "new_leads" for c in config.cadences.cadences.values())
+        # New leads with an address are enrolled batch by batch as they are stored.
+        enrolment = NewLeadEnrolment(config, as_of, run.id) if enrolling else None
         result = import_leads(
             session,
             [Path(f) for f in files],
@@ -47,10 +47,11 @@ def import_leads_task(
             trust=config.ingest.source_trust,
             sources=config.ingest.sources,
             columns=config.ingest.columns,
-            # New leads with an address are enrolled below: they start as nurturing.
-            enrolling=any(c.enrol == "new_leads" for c in config.cadences.cadences.values()),
+            # They start as nurturing (what enrolling makes them), rather than rewritten after.
+            enrolling=enrolling,
             grades=born,
             owners=Assigner(session, config.owners),
+            enrolment=enrolment,
         )
         # The new leads were created graded; the leads rows merged into (stored ones, or new
         # ones a later row added to) are graded again: what they gained may change it.
@@ -68,49 +69,12 @@ def import_leads_task(
         graded = dict(born.counts + Counter(regraded))
         graded.setdefault("scores_changed", 0)
         graded.setdefault("grades_changed", 0)
-        enrolled = 0
-        # The leads this import created, named by run rather than listed by id; only leads with
-        # an address can be in an email cadence.
-        timed = config.sending.send_time_local is not None
-        created = session.execute(
-            select(Lead.id, Lead.created_at, Lead.phone, Lead.country)
-            .where(
-                Lead.created_run_id == run.id,
-                Lead.merged_into_id.is_(None),
-                Lead.email.is_not(None),
-            )
-            .order_by(Lead.id)
-            .execution_options(yield_per=CHUNK)
-        )
-        for rows in created.partitions():
-            # A lead starts its cadences on its creation date, never before the import itself.
-            starts = {lead: max(at, as_of) for lead, at, _, _ in rows}
-            # Read here with the leads, once for every cadence.
-            zones = (
-                {
-                    lead: lead_zone(phone, country, config.sending)
-                    for lead, _, phone, country in rows
-                }
-                if timed
-                else None
-            )
-            for name, cadence in config.cadences.cadences.items():
-                if cadence.enrol == "new_leads":
-                    enrolled += len(
-                        enrol(
-                            session,
-                            starts,
-                            name,
-                            cadence,
-                            config.sending,
-                            run_id=run.id,
-                            holidays=config.cadences.holidays_for(None),
-                            exclusive_with=config.cadences.exclusive_except(name),
-                            new_leads=True,
-                            zones=zones,
-                        )
-                    )
-        counts = {**result.counts, "enrolled": enrolled, **graded, "run_id": run.id}
+        counts = {
+            **result.counts,
+            "enrolled": enrolment.enrolled if enrolment else 0,
+            **graded,
+            "run_id": run.id,
+        }
         finish_run(session, run, counts)
         if outcomes:
             write_outcomes_csv(

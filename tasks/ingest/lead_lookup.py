@@ -31,7 +31,7 @@ from tasks.store.upsert import among, id_slices, joined_among, reserve_ids, tabl
 _PERSONAL = text("NOT leads.email_role")
 _ROLE = text("leads.email_role")
 _LOOKUP_COLUMNS = (Lead.id, Lead.email_key, Lead.email_role, Lead.merged_into_id,
-                   Lead.created_at, Lead.field_sources,
+                   Lead.created_at, Lead.created_run_id, Lead.field_sources,
                    *(getattr(Lead, name) for name in FILLABLE))  # fmt: skip
 
 
@@ -225,6 +225,17 @@ class Lookup:
                 found[r.id] = _one(leads, r)
         return found
 
+    def new_leads(self, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        """(id, created_at, phone, country) of the leads of ``ids`` that have an address."""
+        found: list[tuple[Any, ...]] = []
+        for some in id_slices(self.session, ids):
+            found += self.session.execute(
+                select(Lead.id, Lead.created_at, Lead.phone, Lead.country)
+                .where(among(self.session, Lead.id, some), Lead.email.is_not(None))
+                .order_by(Lead.id)
+            ).tuples()
+        return found
+
     def _survivors(self, ids: set[int], leads: dict[int, Stored]) -> dict[int, Stored]:
         """{id: the lead it was merged into, in the end (itself if it was not)}; ``leads``:
         the ``Stored`` of each lead read so far, shared."""
@@ -263,6 +274,9 @@ def _values(row: Any) -> dict[str, Any]:
     """A stored lead's values a merge may change, with where they came from."""
     values = {name: getattr(row, name) for name in FILLABLE}
     values.update(
-        email_key=row.email_key, field_sources=row.field_sources, created_at=row.created_at
+        email_key=row.email_key,
+        field_sources=row.field_sources,
+        created_at=row.created_at,
+        created_run_id=row.created_run_id,
     )
     return values

@@ -54,11 +54,14 @@ from tasks.store.models import (
 from tasks.store.upsert import append_int_rows, fit
 
 if TYPE_CHECKING:
+    from tasks.cadences.new_leads import NewLeadEnrolment
     from tasks.grading import NewLeadGrades
     from tasks.owners import Assigner
 
 # Block keys stored per COPY when an import ends: bounds the rows made in Python at once.
 KEYS_PER_WRITE = 100_000
+# What a new lead's first cadence step is timed by: its start and its zone.
+RETIMING = frozenset({"created_at", "phone", "country"})
 
 
 @dataclass
@@ -110,8 +113,13 @@ class LeadWriter:
         sources: Mapping[str, str] | None = None,
         grades: NewLeadGrades | None = None,
         owners: Assigner | None = None,
+        enrolment: NewLeadEnrolment | None = None,
     ) -> None:
         self.session, self.run_id, self.as_of = session, run_id, as_of
+        self.enrolment = enrolment
+        # This import's new leads that a later row dated, or gave a phone or a country: their
+        # enrolments are timed again when the import ends (see ``NewLeadEnrolment``).
+        self.retimed: set[int] = set()
         self.owners = owners
         if owners is not None:
             owners.ready()  # its pools read their places now, not from this thread later
@@ -137,7 +145,7 @@ class LeadWriter:
         # ever appended to, so the store's thread reads it safely.
         self.verdicts: list[Verdict] = []
         self.verdict_index: dict[Verdict, int] = {}
-        self.store = BatchStore(session, run_id, as_of, grades, self.verdicts)
+        self.store = BatchStore(session, run_id, as_of, grades, self.verdicts, enrolment)
         self.statements = InOrder("lead-import-statements")
         self.unwritten: BatchWrites | None = None  # the last batch's, handed over after reads
 
@@ -172,6 +180,8 @@ class LeadWriter:
         self.statements.close()
         for pairs in self.keys.drain(KEYS_PER_WRITE):
             append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], pairs)
+        if self.enrolment is not None and self.retimed:
+            self.enrolment.retime(self.session, self.lookup.new_leads(sorted(self.retimed)))
 
     def abandon(self) -> None:
         """Stop: nothing more is written (the caller rolls the transaction back)."""
@@ -201,6 +211,7 @@ class LeadWriter:
                     dated(into, row.lead.created)
                     self.undated.discard(stored.id)
                     names.append("created_at")
+                self._retime(stored, names)
                 outcomes.append(ImportOutcome.MERGED)
                 filled.append(names)
             elif key in pending:
@@ -248,6 +259,7 @@ class LeadWriter:
                 survivor = known[key] = found.leads[joined]
                 into = updates.setdefault(joined, {})
                 filled[index] = fill(survivor.values, incoming, into, self._origin(row), self.trust)
+                self._retime(survivor, filled[index])
             else:
                 redirect[key] = joined
                 target = pending[joined]
@@ -300,6 +312,11 @@ class LeadWriter:
         unread = sorted(ids - found.leads.keys())
         if unread:
             self.statements.call(self.lookup.values, unread, found.leads)
+
+    def _retime(self, lead: Stored, taken: list[str]) -> None:
+        """Note a lead of this import whose enrolment's timing ``taken`` may change."""
+        if lead.values.get("created_run_id") == self.run_id and not RETIMING.isdisjoint(taken):
+            self.retimed.add(lead.id)
 
     def _origin(self, row: CleanRow) -> Provenance:
         return Provenance(row.lead.source, row.lead.created or self.as_of)

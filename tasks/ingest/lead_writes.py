@@ -32,6 +32,7 @@ from tasks.store.upsert import (
 )
 
 if TYPE_CHECKING:
+    from tasks.cadences.new_leads import NewLeadEnrolment
     from tasks.grading import NewLeadGrades, StagedGrades
 
 # The staged new leads' column naming their assignment decision's verdict (see ``BatchStore``).
@@ -65,9 +66,10 @@ class BatchStore:
         as_of: dt.datetime,
         grades: NewLeadGrades | None = None,
         verdicts: Sequence[Verdict] = (),
+        enrolment: NewLeadEnrolment | None = None,
     ) -> None:
         self.session, self.run_id, self.as_of, self.grades = session, run_id, as_of, grades
-        self.verdicts = verdicts
+        self.verdicts, self.enrolment = verdicts, enrolment
         # Each batch's new leads are staged under one name: what reads them compiles once.
         self.stage_name = temp_name("staged_leads")
         # The number of leads created at which the planner is next told of them.
@@ -75,6 +77,12 @@ class BatchStore:
 
     def write(self, batch: BatchWrites) -> None:
         self._insert_leads(batch.new_leads)
+        if self.enrolment is not None:
+            self.enrolment.enrol(
+                self.session,
+                ((r["id"], r["created_at"], r["phone"], r["country"])
+                 for r in batch.new_leads if r["email"]),
+            )  # fmt: skip
         self._inform_planner(batch.created_so_far)
         self._update_leads(batch.updates)
         if batch.aliases:

@@ -24,6 +24,7 @@ from tasks.ingest.reader import read_records, resolve_encoding
 from tasks.store.models import ImportKind, ImportRow
 
 if TYPE_CHECKING:
+    from tasks.cadences.new_leads import NewLeadEnrolment
     from tasks.grading import NewLeadGrades
     from tasks.owners import Assigner
 
@@ -48,6 +49,7 @@ def import_leads(
     sources: Mapping[str, str] | None = None,
     grades: NewLeadGrades | None = None,
     owners: Assigner | None = None,
+    enrolment: NewLeadEnrolment | None = None,
 ) -> LeadImportResult:
     """Import lead files into the caller's transaction, streaming them batch by batch.
 
@@ -61,7 +63,8 @@ def import_leads(
     new-lead cadences, in this transaction; such a lead is created ``nurturing`` (what
     enrolling makes it) rather than rewritten right after. ``grades``: new leads are created
     scored and graded (their first grades recorded), not graded by an UPDATE afterwards;
-    ``owners``: likewise with their owners.
+    ``owners``: likewise with their owners; ``enrolment``: each batch's new leads that have
+    an address are enrolled in the new-lead cadences as they are stored.
 
     Two imports at once take turns (``_one_import_at_a_time``): the second finds the people
     the first created once it has committed, and merges into them.
@@ -83,6 +86,7 @@ def import_leads(
         enrolling=enrolling,
         grades=grades,
         owners=owners,
+        enrolment=enrolment,
     )
     try:
         for batch in cleaned(paths, encodings, columns, parallel=parallel):

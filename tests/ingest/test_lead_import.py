@@ -418,6 +418,52 @@ def test_the_import_task_times_each_new_leads_first_step_in_the_leads_own_zone(
     assert len(set(due.values())) == 3
 
 
+def test_a_later_rows_date_or_phone_times_an_enrolled_new_lead_again(
+    engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New leads are enrolled batch by batch as they are stored; a row in a later batch that
+    dates an undated lead, or gives one a phone in another zone, times its first step again,
+    as if it had been enrolled when the import ended."""
+    from zoneinfo import ZoneInfo
+
+    from tasks.cadences.enrolment import first_due
+    from tasks.ingest_tasks import import_leads_task
+    from tasks.store.models import CadenceEnrolment
+
+    monkeypatch.setattr(cleaning, "BATCH", 2)
+    later = AS_OF + dt.timedelta(days=9)
+    file = tmp_path / "leads.csv"
+    file.write_text(
+        "Email,First Name,Last Name,Phone,Country,Create Date\n"
+        "una@acme.example,Una,Dated,,US,\n"  # undated: starts at the import
+        "pia@acme.example,Pia,Phoned,,US,2026-01-05\n"  # New York, from the country
+        "x@other.example,Xi,Other,,GB,2026-01-05\n"
+        "y@other.example,Yu,Other,,GB,2026-01-05\n"
+        f"una@acme.example,Una,Dated,,US,{later.date()}\n"
+        "pia@acme.example,Pia,Phoned,+1 415 555 0100,US,2026-01-05\n",  # Los Angeles
+        encoding="utf-8",
+    )
+    counts = import_leads_task.fn([str(file)], AS_OF, None, None)
+    assert (counts["accepted"], counts["merged"], counts["enrolled"]) == (4, 2, 4)
+    with Session(engine) as session:
+        timed = {
+            name: (start, due)
+            for name, start, due in session.execute(
+                select(
+                    Lead.first_name, CadenceEnrolment.enrolled_at, CadenceEnrolment.next_due_at
+                ).join(CadenceEnrolment, CadenceEnrolment.lead_id == Lead.id)
+            )
+        }
+    config = current_config()
+    cadence = next(c for c in config.cadences.cadences.values() if c.enrol == "new_leads")
+    holidays = config.cadences.holidays_for(None)
+    start = dt.datetime.combine(later.date(), dt.time(), tzinfo=dt.UTC)
+    una = first_due(start, cadence, config.sending, holidays, ZoneInfo("America/New_York"))
+    pia = first_due(AS_OF, cadence, config.sending, holidays, ZoneInfo("America/Los_Angeles"))
+    assert timed["Una"] == (start, una)
+    assert timed["Pia"] == (AS_OF, pia)
+
+
 def test_postgresqls_planner_is_told_of_the_leads_an_import_creates_as_they_double(
     session: Session, run_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
