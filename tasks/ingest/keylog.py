@@ -77,8 +77,9 @@ class KeyLog:
                 found[key].extend(leads[a:b].tolist())
         return found, crowded
 
-    def drain(self, size: int) -> Iterator[list[tuple[int, int]]]:
-        """Every pair in key order, ``size`` at a time; the log is empty afterwards."""
+    def drain(self, size: int) -> Iterator[tuple[_Array, _Array]]:
+        """Every pair in key order, ``size`` at a time as (keys, leads); the log is empty
+        afterwards."""
         if not self._runs:
             return
         keys = np.concatenate([k for k, _ in self._runs])
@@ -88,7 +89,7 @@ class KeyLog:
         keys, leads = keys[order], leads[order]
         for start in range(0, len(keys), size):
             part = slice(start, start + size)
-            yield list(zip(keys[part].tolist(), leads[part].tolist(), strict=True))
+            yield keys[part], leads[part]
 
 
 def _sorted(keys: _Array, leads: _Array) -> tuple[_Array, _Array]:

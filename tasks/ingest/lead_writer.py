@@ -51,7 +51,7 @@ from tasks.store.models import (
     LeadMatchKey,
     LeadStatus,
 )
-from tasks.store.upsert import append_int_rows, fit
+from tasks.store.upsert import append_int_columns, fit
 
 if TYPE_CHECKING:
     from tasks.cadences.new_leads import NewLeadEnrolment
@@ -178,8 +178,8 @@ class LeadWriter:
             self.statements.submit(self.store.write, self.unwritten)
             self.unwritten = None
         self.statements.close()
-        for pairs in self.keys.drain(KEYS_PER_WRITE):
-            append_int_rows(self.session, LeadMatchKey, ["key", "lead_id"], pairs)
+        for keys, leads in self.keys.drain(KEYS_PER_WRITE):
+            append_int_columns(self.session, LeadMatchKey, ["key", "lead_id"], [keys, leads])
         if self.enrolment is not None and self.retimed:
             self.enrolment.retime(self.session, self.lookup.new_leads(sorted(self.retimed)))
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     ClauseElement,
     Column,
     ColumnElement,
@@ -359,36 +362,49 @@ def _append(
     )
 
 
-def append_int_rows(
-    session: Session, model: type[Base], names: Sequence[str], rows: Iterable[tuple[int, ...]]
+def append_int_columns(
+    session: Session, model: type[Base], names: Sequence[str], columns: Sequence[IntArray]
 ) -> None:
-    """Append rows of integers only (hashed keys and ids), like ``append_rows`` but faster.
+    """Append rows of integers only (hashed keys and ids), given as one numpy array a column,
+    like ``append_rows`` but without a Python object per value.
 
-    An import stores about eight match keys per lead: at a million leads, adapting each row
-    value by value through psycopg cost more than the server's work. Integers need no escaping,
-    so PostgreSQL gets the COPY text in one piece.
+    An import stores about eight match keys per lead. PostgreSQL gets them by binary COPY, its
+    rows laid out by numpy in one pass (each field's length, then its big-endian value): at a
+    million leads, text made row by row in Python took longer than the server's work.
     """
     target = table(model)
     listed = ", ".join(names)
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        if len(names) == 2:  # pairs (a key and an id): one format per row
-            data = "".join(f"{a}\t{b}\n" for a, b in rows)
-        else:
-            data = "".join("\t".join(map(str, row)) + "\n" for row in rows)
-        if not data:
-            return
-        driver: Any = connection.connection.driver_connection
-        with (
-            driver.cursor() as cursor,
-            cursor.copy(f"COPY {target.name} ({listed}) FROM STDIN") as copy,
-        ):
-            copy.write(data)
+    if not len(columns[0]):
         return
-    marks = ", ".join("?" for _ in names)
-    values = list(rows)
-    if values:
-        connection.exec_driver_sql(f"INSERT INTO {target.name} ({listed}) VALUES ({marks})", values)
+    if connection.dialect.name != "postgresql":
+        marks = ", ".join("?" for _ in names)
+        rows = list(zip(*(c.tolist() for c in columns), strict=True))
+        connection.exec_driver_sql(f"INSERT INTO {target.name} ({listed}) VALUES ({marks})", rows)
+        return
+    widths = [8 if isinstance(target.c[name].type, BigInteger) else 4 for name in names]
+    fields: list[tuple[str, str]] = [("fields", ">i2")]
+    for i, width in enumerate(widths):
+        fields += [(f"length{i}", ">i4"), (f"value{i}", f">i{width}")]
+    binary = np.empty(len(columns[0]), dtype=np.dtype(fields))
+    binary["fields"] = len(names)
+    for i, (width, values) in enumerate(zip(widths, columns, strict=True)):
+        if width == 4 and (values.min() < -(2**31) or values.max() >= 2**31):
+            raise OverflowError(f"{target.name}.{names[i]}: a value does not fit 32 bits")
+        binary[f"length{i}"] = width
+        binary[f"value{i}"] = values
+    driver: Any = connection.connection.driver_connection
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {target.name} ({listed}) FROM STDIN (FORMAT binary)") as copy,
+    ):
+        copy.write(_BINARY_HEADER + binary.tobytes() + _BINARY_TRAILER)
+
+
+# PostgreSQL's binary COPY: a signature, no flags, no header extension; a field count of -1.
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_BINARY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+IntArray = npt.NDArray[np.int64]
 
 
 class _CreateTempAs(Executable, ClauseElement):

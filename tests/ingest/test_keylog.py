@@ -35,7 +35,11 @@ def test_holders_are_found_across_runs_and_drained_in_order() -> None:
     assert {k: set(v) for k, v in listed.items()} == {
         k: expected[k] for k in wanted if k in expected and k not in full
     }
-    drained = [pair for part in log.drain(size=1000) for pair in part]
+    drained = [
+        pair
+        for keys, leads in log.drain(size=1000)
+        for pair in zip(keys.tolist(), leads.tolist(), strict=True)
+    ]
     assert drained == sorted((k, lead) for k, leads in expected.items() for lead in leads)
     assert len(log) == 0 and log.holders(wanted) == ({}, set())
 

@@ -2,13 +2,21 @@
 
 import datetime as dt
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, note_decisions
 from tasks.store import upsert
-from tasks.store.models import Decision, DecisionAction, Lead, LeadStatus, UTCDateTime
+from tasks.store.models import (
+    Decision,
+    DecisionAction,
+    Lead,
+    LeadMatchKey,
+    LeadStatus,
+    UTCDateTime,
+)
 from tasks.store.upsert import append_rows, insert_ignore, insert_ignore_returning
 
 AT = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
@@ -193,3 +201,21 @@ def test_a_statement_run_many_times_is_planned_for_its_own_values(session: Sessi
     for i in range(10):
         session.execute(select(Lead.id).where(upsert.among(session, Lead.email_key, [f"k{i}"])))
     assert session.scalar(text("SELECT count(*) FROM pg_prepared_statements")) == 0
+
+
+def test_integer_columns_are_appended_exactly_and_a_value_too_wide_is_refused(
+    session: Session,
+) -> None:
+    """Binary COPY on PostgreSQL (each field its own width), executemany on SQLite: 64-bit
+    keys at both ends of their range and 32-bit ids come back as given."""
+    keys = np.array([-(2**63), -1, 0, 7, 2**63 - 1], dtype=np.int64)
+    leads = np.array([1, 2, 3, 2**31 - 1, 5], dtype=np.int64)
+    upsert.append_int_columns(session, LeadMatchKey, ["key", "lead_id"], [keys, leads])
+    stored = session.execute(select(LeadMatchKey.key, LeadMatchKey.lead_id)).tuples().all()
+    assert sorted(stored) == sorted(zip(keys.tolist(), leads.tolist(), strict=True))
+    upsert.append_int_columns(session, LeadMatchKey, ["key", "lead_id"], [keys[:0], leads[:0]])
+    if session.get_bind().dialect.name == "postgresql":  # SQLite's integers are all 64-bit
+        with pytest.raises(OverflowError, match=r"lead_match_keys\.lead_id"):
+            upsert.append_int_columns(
+                session, LeadMatchKey, ["key", "lead_id"], [keys[:1] + 1, leads[:1] + 2**31]
+            )
