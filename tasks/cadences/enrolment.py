@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -61,37 +61,26 @@ def enrol(
     run_id: int | None,
     holidays: Sequence[dt.date] = (),
     exclusive_with: Sequence[str] = (),
-    new_leads: bool = False,
     zones: Mapping[int, ZoneInfo] | None = None,
 ) -> list[int]:
-    """Enrol each lead from its start moment; a lead already active in the cadence is skipped,
-    and so is one active in any of ``exclusive_with`` (the other exclusive cadences, when this
-    one is exclusive). ``new_leads``: the caller's run created the leads, already ``nurturing``,
-    and enrols each once per cadence, so none can be active anywhere yet: neither is looked for,
-    and no status is changed. ``zones``: the leads' own (see ``lead_zone``), when the caller
-    has read them already; else they are read here when sending is in the recipient's time."""
-    if cadence.exclusive and exclusive_with and not new_leads:
+    """Enrol each lead from its start moment and return the new enrolments' ids; a lead already
+    active in the cadence is skipped, and so is one active in any of ``exclusive_with`` (the
+    other exclusive cadences, when this one is exclusive). ``zones``: the leads' own (see
+    ``lead_zone``), when the caller has read them already; else they are read here when
+    sending is in the recipient's time."""
+    if cadence.exclusive and exclusive_with:
         busy = _active_in(session, starts, exclusive_with)
         starts = {lead: at for lead, at in starts.items() if lead not in busy}
-    if sending.send_time_local is None:
-        zones = {}
-    elif zones is None:
-        zones = _zones(session, starts, sending)
-    # An import's leads mostly share a start (the import itself) and a zone: each distinct pair's
-    # due time is worked out once, and its leads are enrolled by one INSERT ... SELECT (per id
-    # slice) that carries the cadence's steps once, not a row of Python values per lead.
-    groups: dict[tuple[dt.datetime, ZoneInfo | None], list[int]] = defaultdict(list)
-    for lead_id, start in sorted(starts.items()):
-        groups[start, zones.get(lead_id)].append(lead_id)
-    steps = cadence.snapshot()
     ids: list[int] = []
-    for (start, zone), leads in groups.items():  # in the order of each group's first lead
-        when = first_due(start, cadence, sending, holidays, zone)
-        for some in id_slices(session, leads):
-            ids += _enrol_all(
-                session, some, cadence_name, start, when, run_id, steps, checked=not new_leads
-            )
-    if ids and not new_leads:
+    e = CadenceEnrolment
+    for insert in _inserts(
+        session, starts, cadence_name, cadence, sending, run_id, holidays, zones
+    ):
+        guarded = insert.on_conflict_do_nothing(
+            index_elements=["lead_id", "cadence"], index_where=text("status = 'active'")
+        )
+        ids += session.scalars(guarded.returning(e.id))
+    if ids:
         for some in id_slices(session, sorted(starts)):
             session.execute(
                 update(Lead)
@@ -102,7 +91,61 @@ def enrol(
     return ids
 
 
-def _enrol_all(
+def enrol_new_leads(
+    session: Session,
+    starts: dict[int, dt.datetime],
+    cadence_name: str,
+    cadence: Cadence,
+    sending: Sending,
+    *,
+    run_id: int | None,
+    holidays: Sequence[dt.date] = (),
+    zones: Mapping[int, ZoneInfo] | None = None,
+) -> int:
+    """``enrol`` for leads the caller's run created, already ``nurturing``, and enrols once per
+    cadence: none can be active anywhere yet, so neither is looked for, no status is changed,
+    and a second enrolment is an error, never skipped. Returns how many were enrolled (an
+    import's million new leads: their ids read back cost more than the count)."""
+    return sum(
+        # An INSERT's count is kept only when asked for (SQLAlchemy keeps UPDATE's and DELETE's).
+        rowcount(session.execute(insert.execution_options(preserve_rowcount=True)))
+        for insert in _inserts(
+            session, starts, cadence_name, cadence, sending, run_id, holidays, zones
+        )
+    )
+
+
+def _inserts(
+    session: Session,
+    starts: dict[int, dt.datetime],
+    cadence_name: str,
+    cadence: Cadence,
+    sending: Sending,
+    run_id: int | None,
+    holidays: Sequence[dt.date],
+    zones: Mapping[int, ZoneInfo] | None,
+) -> Iterator[Any]:
+    """The INSERT ... SELECTs that enrol the leads, unguarded.
+
+    An import's leads mostly share a start (the import itself) and a zone: each distinct pair's
+    due time is worked out once, and its leads are enrolled by one INSERT ... SELECT (per id
+    slice) that carries the cadence's steps once, not a row of Python values per lead.
+    """
+    if sending.send_time_local is None:
+        zones = {}
+    elif zones is None:
+        zones = _zones(session, starts, sending)
+    groups: dict[tuple[dt.datetime, ZoneInfo | None], list[int]] = defaultdict(list)
+    for lead_id, start in sorted(starts.items()):
+        groups[start, zones.get(lead_id)].append(lead_id)
+    steps = cadence.snapshot()
+    for (start, zone), leads in groups.items():  # in the order of each group's first lead
+        when = first_due(start, cadence, sending, holidays, zone)
+        for some in id_slices(session, leads):
+            yield _enrolling(session, some, cadence_name, start, when, run_id, steps)
+
+
+def _enrolling(
     session: Session,
     lead_ids: Sequence[int],
     cadence_name: str,
@@ -110,13 +153,11 @@ def _enrol_all(
     when: dt.datetime,
     run_id: int | None,
     steps: list[dict[str, Any]],
-    *,
-    checked: bool = True,
-) -> list[int]:
-    """Enrol the leads from ``start``, first step due ``when``; return the new enrolments' ids.
+) -> Any:
+    """The INSERT ... SELECT enrolling the leads from ``start``, first step due ``when``.
 
-    The partial unique index (one active enrolment per lead and cadence) is the guard: a lead
-    already active in the cadence is skipped (``checked``; otherwise it is an error).
+    The partial unique index (one active enrolment per lead and cadence) is the guard: the
+    caller skips a lead already active (``enrol``) or lets it fail (``enrol_new_leads``).
     """
     e = CadenceEnrolment
     rows = (
@@ -135,12 +176,7 @@ def _enrol_all(
     )
     names = ["lead_id", "cadence", "status", "enrolled_at", "next_step", "next_due_at", "run_id",
              "steps"]  # fmt: skip
-    insert = dialect_insert(session, CadenceEnrolment).from_select(names, rows)
-    if checked:
-        insert = insert.on_conflict_do_nothing(
-            index_elements=["lead_id", "cadence"], index_where=text("status = 'active'")
-        )
-    return list(session.scalars(insert.returning(e.id)))
+    return dialect_insert(session, CadenceEnrolment).from_select(names, rows)
 
 
 def _active_in(session: Session, lead_ids: Iterable[int], cadences: Sequence[str]) -> set[int]:

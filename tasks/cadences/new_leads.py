@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from tasks.cadences.enrolment import enrol, first_due, lead_zone
+from tasks.cadences.enrolment import enrol_new_leads, first_due, lead_zone
 from tasks.config.loader import NurtureConfig
 from tasks.store.models import CadenceEnrolment
 from tasks.store.upsert import among, id_slices
@@ -45,19 +45,15 @@ class NewLeadEnrolment:
         cadences = self.config.cadences
         for name, cadence in cadences.cadences.items():
             if cadence.enrol == "new_leads":
-                self.enrolled += len(
-                    enrol(
-                        session,
-                        starts,
-                        name,
-                        cadence,
-                        self.config.sending,
-                        run_id=self.run_id,
-                        holidays=cadences.holidays_for(None),
-                        exclusive_with=cadences.exclusive_except(name),
-                        new_leads=True,
-                        zones=zones,
-                    )
+                self.enrolled += enrol_new_leads(
+                    session,
+                    starts,
+                    name,
+                    cadence,
+                    self.config.sending,
+                    run_id=self.run_id,
+                    holidays=cadences.holidays_for(None),
+                    zones=zones,
                 )
 
     def retime(self, session: Session, leads: Iterable[NewLead]) -> None:

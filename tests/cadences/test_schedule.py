@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tasks.cadences.enrolment import enrol
+from tasks.cadences.enrolment import enrol, enrol_new_leads
 from tasks.cadences.schedule import after_wait
 from tasks.cadences.steps import send_due_steps
 from tasks.config.loader import NurtureConfig
@@ -405,12 +405,13 @@ def test_a_reply_mid_cadence_a_bounce_and_a_late_joiner(
 def test_new_leads_are_enrolled_as_any_lead_is_without_the_checks(
     session: Session, config: NurtureConfig
 ) -> None:
-    """``new_leads``: the same enrolment as the checked path; enrolling such a lead twice is
+    """``enrol_new_leads``: the same enrolment as the checked path; enrolling such a lead twice is
     then an error, never a silent second enrolment (the checked path skips it)."""
     name, cadence = next((n, c) for n, c in config.cadences.cadences.items() if c.enrol)
     checked, fresh = (lead(session, FRIDAY - dt.timedelta(days=1)) for _ in range(2))
     enrol(session, {checked.id: FRIDAY}, name, cadence, config.sending, run_id=None)
-    enrol(session, {fresh.id: FRIDAY}, name, cadence, config.sending, run_id=None, new_leads=True)
+    assert enrol_new_leads(session, {fresh.id: FRIDAY}, name, cadence, config.sending,
+                           run_id=None) == 1  # fmt: skip
     rows = {
         e.lead_id: (e.status, e.next_step, e.next_due_at, e.steps)
         for e in session.scalars(select(CadenceEnrolment))
@@ -418,5 +419,4 @@ def test_new_leads_are_enrolled_as_any_lead_is_without_the_checks(
     assert rows[checked.id] == rows[fresh.id] and len(rows) == 2
     assert enrol(session, {checked.id: FRIDAY}, name, cadence, config.sending, run_id=None) == []
     with pytest.raises(Exception, match=r"uq_|UNIQUE"), session.begin_nested():
-        enrol(session, {fresh.id: FRIDAY}, name, cadence, config.sending, run_id=None,
-              new_leads=True)  # fmt: skip
+        enrol_new_leads(session, {fresh.id: FRIDAY}, name, cadence, config.sending, run_id=None)
