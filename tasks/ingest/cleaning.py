@@ -20,15 +20,16 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from tasks.ingest.matching import Person, ordered_block_keys
 from tasks.ingest.normalise import CleanLead, clean_lead
 from tasks.ingest.reader import IngestFileError, Record, read_records
-from tasks.ingest.rows import fewer_collections, raw_json
-from tasks.store.models import Lead
-from tasks.store.upsert import fit
+from tasks.ingest.rows import fewer_collections, import_row_head, raw_json
+from tasks.store.models import ImportRow, Lead
+from tasks.store.upsert import copy_text, fit
 
 BATCH = 5_000
 # Below this much input a second process costs more to start (~1 s) than it saves.
@@ -48,6 +49,8 @@ class CleanRow:
     row_number: int
     line_number: int
     raw: str  # every column as given, as the JSON text the store keeps (see raw_json)
+    # Its import row's first fields as COPY text, for PostgreSQL (see ``import_row_head``).
+    import_head: str
     lead: CleanLead
     key: str | None  # the exact dedupe identity; None for a rejected row
     # The fuzzy-matching block keys of the lead this row would create: a tuple, which crosses
@@ -124,7 +127,16 @@ def _clean_row(file: str, record: Record) -> CleanRow:
     )  # fmt: skip
     blocks = lead_blocks(lead) if key else ()
     raw = raw_json(record.raw)
-    return CleanRow(file, record.row_number, record.line_number, raw, lead, key, blocks)
+    head = import_row_head(
+        _stored_file(file), record.row_number, record.line_number, raw, lead.reasons
+    )
+    return CleanRow(file, record.row_number, record.line_number, raw, head, lead, key, blocks)
+
+
+@cache
+def _stored_file(file: str) -> str:
+    """The file's name as import rows keep it, as COPY text."""
+    return copy_text(fit(ImportRow.file, file) or "")
 
 
 def cleaned(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +51,7 @@ from tasks.store.models import (
     LeadMatchKey,
     LeadStatus,
 )
-from tasks.store.upsert import append_int_columns, fit
+from tasks.store.upsert import COPY_NULL, append_int_columns, copy_value, fit
 
 if TYPE_CHECKING:
     from tasks.cadences.new_leads import NewLeadEnrolment
@@ -132,6 +132,16 @@ class LeadWriter:
         self.file_index = {str(path): index for index, path in enumerate(paths, 1)}
         # Each file's name as import rows keep it, and as decisions show it: made once per file.
         self.file_names = {str(p): (fit(ImportRow.file, str(p)) or "", p.name) for p in paths}
+        # PostgreSQL takes import rows as COPY text: the cleaning wrote each one's first fields
+        # (``CleanRow.import_head``), and these end it, by outcome.
+        dialect = session.get_bind().dialect
+        self.import_tails: dict[ImportOutcome, str] | None = None
+        if dialect.name == "postgresql":
+            run_and_kind = f"{run_id}\t{copy_value(ImportRow.kind, ImportKind.LEAD, dialect)}\t"
+            self.import_tails = {
+                outcome: f"{run_and_kind}{copy_value(ImportRow.outcome, outcome, dialect)}\t"
+                for outcome in ImportOutcome
+            }
         self.result = result
         # Leads this import created without a date: a later row of the same person that has one
         # tells when the lead began (a Pipedrive export has no created column).
@@ -540,14 +550,23 @@ class LeadWriter:
         rejection; an accepted row's lead is the decision)."""
         counts = self.result.counts
         row_leads = [lead_ids.get(row.key) if row.key else None for row in batch]
-        for row, outcome, lead_id in zip(batch, outcomes, row_leads, strict=True):
-            counts["rows"] += 1
-            counts[outcome.value] += 1
-            if self.keep_outcomes:
-                self.result.outcomes.append(
-                    Outcome(row.file, row.row_number, outcome, lead_id, row.lead.reasons)
-                )
-            writes.import_rows.append(
+        counts["rows"] += len(batch)
+        for outcome, many in Counter(outcomes).items():
+            counts[outcome.value] += many
+        rows = list(zip(batch, outcomes, row_leads, strict=True))
+        if self.keep_outcomes:
+            self.result.outcomes.extend(
+                Outcome(row.file, row.row_number, outcome, lead_id, row.lead.reasons)
+                for row, outcome, lead_id in rows
+            )
+        tails = self.import_tails
+        if tails is not None:
+            writes.import_lines = [
+                f"{row.import_head}{tails[outcome]}{COPY_NULL if lead_id is None else lead_id}\n"
+                for row, outcome, lead_id in rows
+            ]
+        else:
+            writes.import_rows = [
                 {
                     "run_id": self.run_id,
                     "kind": ImportKind.LEAD,
@@ -559,7 +578,8 @@ class LeadWriter:
                     "lead_id": lead_id,
                     "reasons": row.lead.reasons,
                 }
-            )
+                for row, outcome, lead_id in rows
+            ]
         decisions: list[NewDecision] = writes.decisions
         for index, (row, outcome, names, lead_id) in enumerate(
             zip(batch, outcomes, filled, row_leads, strict=True)

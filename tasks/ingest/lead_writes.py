@@ -16,11 +16,12 @@ from sqlalchemy import Integer, TableClause, select, text, true
 from sqlalchemy.orm import Session
 
 from tasks.decisions import NewDecision, note_decisions
-from tasks.ingest.rows import update_by_id
+from tasks.ingest.rows import IMPORT_ROW_COLUMNS, update_by_id
 from tasks.owners import Verdict, insert_assignments
 from tasks.spans import LeadSpan
 from tasks.store.models import ImportRow, Lead, LeadAlias, LeadMatchKey
 from tasks.store.upsert import (
+    append_copy_text,
     append_rows,
     dialect_insert,
     fit,
@@ -52,7 +53,8 @@ class BatchWrites:
     updates: list[dict[str, Any]] = field(default_factory=list)  # {"id": ..., field: value}
     aliases: list[dict[str, Any]] = field(default_factory=list)
     match_keys: list[tuple[int, int]] = field(default_factory=list)  # (key, lead) beyond the log
-    import_rows: list[dict[str, Any]] = field(default_factory=list)
+    import_rows: list[dict[str, Any]] = field(default_factory=list)  # SQLite
+    import_lines: list[str] = field(default_factory=list)  # PostgreSQL: COPY text
     decisions: list[NewDecision] = field(default_factory=list)
 
 
@@ -97,6 +99,7 @@ class BatchStore:
             )
         if batch.import_rows:
             append_rows(self.session, ImportRow, batch.import_rows, prepared=("raw",))
+        append_copy_text(self.session, ImportRow, IMPORT_ROW_COLUMNS, "".join(batch.import_lines))
         # Merges and rejections: each key names this run and an input row of it, so none can
         # exist yet.
         note_decisions(

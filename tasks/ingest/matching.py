@@ -499,9 +499,12 @@ def _extended(prefix: Any, code: bytes) -> int:
 _SIGNED_64 = struct.Struct(">q").unpack
 
 
+@lru_cache(maxsize=65_536)
 def census_key(phone: str) -> int:
     """The key that counts everyone on a number (stored, never a block): more than
-    ``MAX_BLOCK`` people on one number and it is no evidence that two of them are one."""
+    ``MAX_BLOCK`` people on one number and it is no evidence that two of them are one.
+    Remembered: a batch asks for each new number three times (its reads, its candidates, its
+    matching)."""
     return _hashed(("phone", phone))
 
 

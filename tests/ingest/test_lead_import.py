@@ -128,6 +128,32 @@ def test_every_row_is_kept_with_file_line_raw_and_reasons(session: Session, run_
     assert jsonl_row.raw["badge"] == {"id": 7}
 
 
+def test_import_rows_keep_tabs_backslashes_and_line_breaks_as_given(
+    session: Session, run_id: int, tmp_path: Path
+) -> None:
+    """PostgreSQL takes import rows as COPY text made by the cleaning: every character its
+    text format escapes survives, in the raw record, the file's name and the reasons."""
+    odd = 'tab\there, back\\slash \\N, two\nlines\r\n, form\ffeed\v\b, "quoted", ünïcode'
+    path = tmp_path / "odd\tname\\.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["Email", "First Name", "Notes"])
+        out.writerow(["ana@odd.example", "Ana", odd])
+        out.writerow(["not an address", "Bo\\b", "\\"])
+    result = import_leads(session, [path], run_id=run_id, as_of=AS_OF, parallel=True)
+    assert result.counts == {"rows": 2, "accepted": 1, "merged": 0, "rejected": 1}
+    rows = session.scalars(select(ImportRow).order_by(ImportRow.id)).all()
+    ana = by_email(session, "ana@odd.example")
+    assert [(r.file, r.row_number, r.line_number, r.outcome, r.lead_id) for r in rows] == [
+        (str(path), 1, 2, ImportOutcome.ACCEPTED, ana.id),
+        (str(path), 2, 5, ImportOutcome.REJECTED, None),  # the notes took lines 2 to 4
+    ]
+    assert rows[0].raw == {"Email": "ana@odd.example", "First Name": "Ana", "Notes": odd}
+    assert rows[1].raw == {"Email": "not an address", "First Name": "Bo\\b", "Notes": "\\"}
+    assert rows[1].reasons and rows[1].reasons[0] == "no reachable contact"
+    assert {(r.run_id, r.kind) for r in rows} == {(run_id, ImportKind.LEAD)}
+
+
 def test_merges_and_rejections_are_decisions(session: Session, run_id: int) -> None:
     import_leads(session, FILES, run_id=run_id, as_of=AS_OF)
     rows = {(Path(r.file).name, r.row_number): r for r in session.scalars(select(ImportRow))}
