@@ -366,7 +366,7 @@ def test_febrl3_f1() -> None:
     scores = febrl3()
     # FEBRL3 replaces whole names in many of its duplicates; a number alone never merges
     # people here (colleagues share them), so recall is what it is; precision must hold.
-    assert scores.precision >= 0.995 and scores.f1 >= 0.78, scores
+    assert scores.precision >= 0.995 and scores.f1 >= 0.79, scores
 
 
 def test_a_later_batch_finds_a_person_an_earlier_batch_created(
