@@ -169,10 +169,19 @@ def _copy(
     connection: Any, table_name: str, listed: str, rows: Sequence[dict[str, Any]], values: Any
 ) -> None:
     """COPY rows into a table through psycopg, inside the session's transaction."""
-    driver: Any = connection.connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(f"COPY {table_name} ({listed}) FROM STDIN") as copy:
+    with _copy_in(connection, table_name, listed) as copy:
         for row in rows:
             copy.write_row(values(row))
+
+
+@contextmanager
+def _copy_in(connection: Any, table_name: str, listed: str, options: str = "") -> Iterator[Any]:
+    """psycopg's COPY ... FROM STDIN into the table's ``listed`` columns, inside the
+    connection's transaction (``options``: e.g. ``(FORMAT binary)``)."""
+    driver: Any = connection.connection.driver_connection
+    statement = f"COPY {table_name} ({listed}) FROM STDIN {options}".rstrip()
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        yield copy
 
 
 def _row_values(
@@ -410,12 +419,7 @@ def append_copy_text(session: Session, model: type[Base], names: Sequence[str], 
     """
     if not text:
         return
-    driver: Any = session.connection().connection.driver_connection
-    listed = ", ".join(names)
-    with (
-        driver.cursor() as cursor,
-        cursor.copy(f"COPY {table(model).name} ({listed}) FROM STDIN") as copy,
-    ):
+    with _copy_in(session.connection(), table(model).name, ", ".join(names)) as copy:
         copy.write(text)
 
 
@@ -450,11 +454,7 @@ def append_int_columns(
             raise OverflowError(f"{target.name}.{names[i]}: a value does not fit 32 bits")
         binary[f"length{i}"] = width
         binary[f"value{i}"] = values
-    driver: Any = connection.connection.driver_connection
-    with (
-        driver.cursor() as cursor,
-        cursor.copy(f"COPY {target.name} ({listed}) FROM STDIN (FORMAT binary)") as copy,
-    ):
+    with _copy_in(connection, target.name, listed, "(FORMAT binary)") as copy:
         copy.write(_BINARY_HEADER + binary.tobytes() + _BINARY_TRAILER)
 
 
