@@ -135,14 +135,22 @@ def _inserts(
         zones = {}
     elif zones is None:
         zones = _zones(session, starts, sending)
-    groups: dict[tuple[dt.datetime, ZoneInfo | None], list[int]] = defaultdict(list)
-    for lead_id, start in sorted(starts.items()):
-        groups[start, zones.get(lead_id)].append(lead_id)
     steps = cadence.snapshot()
-    for (start, zone), leads in groups.items():  # in the order of each group's first lead
+    for (start, zone), leads in timed_alike(starts, zones).items():
         when = first_due(start, cadence, sending, holidays, zone)
         for some in id_slices(session, leads):
             yield _enrolling(session, some, cadence_name, start, when, run_id, steps)
+
+
+def timed_alike(
+    starts: Mapping[int, dt.datetime], zones: Mapping[int, ZoneInfo] | None
+) -> dict[tuple[dt.datetime, ZoneInfo | None], list[int]]:
+    """The leads by (start, zone), ids ascending, groups in the order of their first lead:
+    each group's first step falls due at one moment, worked out once (``zones`` None: none)."""
+    groups: dict[tuple[dt.datetime, ZoneInfo | None], list[int]] = defaultdict(list)
+    for lead_id, start in sorted(starts.items()):
+        groups[start, zones.get(lead_id) if zones is not None else None].append(lead_id)
+    return groups
 
 
 def _enrolling(

@@ -11,7 +11,6 @@ each is timed as it stands when the import commits, as if enrolled then.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -19,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from tasks.cadences.enrolment import enrol_new_leads, first_due, lead_zone
+from tasks.cadences.enrolment import enrol_new_leads, first_due, lead_zone, timed_alike
 from tasks.config.loader import NurtureConfig
 from tasks.store.models import CadenceEnrolment
 from tasks.store.upsert import among, id_slices
@@ -59,9 +58,7 @@ class NewLeadEnrolment:
     def retime(self, session: Session, leads: Iterable[NewLead]) -> None:
         """Time the first steps of leads enrolled by ``enrol`` again, from what they are now."""
         starts, zones = self._timing(leads)
-        groups: dict[tuple[dt.datetime, ZoneInfo | None], list[int]] = defaultdict(list)
-        for lead, start in sorted(starts.items()):
-            groups[start, zones.get(lead) if zones is not None else None].append(lead)
+        groups = timed_alike(starts, zones)
         cadences = self.config.cadences
         e = CadenceEnrolment
         for name, cadence in cadences.cadences.items():
